@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from www_resources import paths
 
@@ -93,6 +94,41 @@ def cmd_models(args) -> int:
     return 1 if scan.errors and not scan.entries else 0
 
 
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def splice_results(readme: str, results: str) -> str:
+    """`readme` with the text between the results markers replaced by `results`."""
+    if readme.count(RESULTS_START) != 1 or readme.count(RESULTS_END) != 1:
+        raise ValueError(f"the README needs exactly one {RESULTS_START} and one {RESULTS_END} line")
+    head, rest = readme.split(RESULTS_START)
+    _, tail = rest.split(RESULTS_END)
+    return f"{head}{RESULTS_START}\n{results.strip()}\n{RESULTS_END}{tail}"
+
+
+def cmd_results(args) -> int:
+    """Print the results written by evaluation_summary, or splice them into a README."""
+    source = paths.data_dir() / "artifacts" / "results.md"
+    if not source.exists():
+        print(f"www results: {source} does not exist yet; materialize evaluation_summary first", file=sys.stderr)
+        return 2
+    results = source.read_text()
+    if not args.readme:
+        print(results)
+        return 0
+    readme = Path(args.readme)
+    try:
+        updated = splice_results(readme.read_text(), results)
+    except ValueError as err:
+        print(f"www results: {readme}: {err}", file=sys.stderr)
+        return 2
+    tmp = readme.with_suffix(readme.suffix + ".tmp")
+    tmp.write_text(updated)
+    tmp.replace(readme)
+    print(f"wrote the results section of {readme} from {source}")
+    return 0
+
+
 def cmd_materialize(args) -> int:
     _ensure_dagster_home()
     from www_assets.runner import materialize_stale
@@ -115,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("models", help="list the model registry")
     p.set_defaults(func=cmd_models)
+    p = sub.add_parser("results", help="print data/artifacts/results.md, or write it into a README")
+    p.add_argument("--readme", help="README whose <!-- results:start/end --> section to replace")
+    p.set_defaults(func=cmd_results)
     p = sub.add_parser("materialize", help="materialize everything missing or stale")
     p.add_argument("--model", action="append", help="only this model (repeatable)")
     p.add_argument("--force", action="store_true", help="re-run even what is fresh")
