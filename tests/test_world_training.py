@@ -22,6 +22,7 @@ from www_resources.world import (
     generate_split,
     load_classifier,
     load_clip_checkpoint,
+    pretrain_clip_image_tower,
     sample_caption,
     save_classifier,
     save_clip_checkpoint,
@@ -209,6 +210,21 @@ def test_clip_training_lowers_the_loss(world):
     assert len(result["loss"]) == 4
     assert result["loss"][-1] < result["loss"][0] - 0.2
     assert result["distinct_captions"] > 20
+
+
+def test_image_tower_warm_start_trains_only_the_tower(world):
+    _, split = world
+    torch.manual_seed(0)
+    model, _ = build_world_clip(32, **TINY_CLIP)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    labels = split.scenes["label"].to_numpy()
+    history = pretrain_clip_image_tower(model, split.images, labels, epochs=3, batch_size=32, lr=3e-3, seed=0)
+    assert history["loss"][-1] < history["loss"][0]
+    after = model.state_dict()
+    assert set(after) == set(before)  # the temporary classifier is not part of the CLIP
+    changed = {k for k in after if after[k].dtype.is_floating_point and not torch.equal(after[k], before[k])}
+    assert changed and all(k.startswith("visual.") for k in changed)
+    assert not model.training
 
 
 def test_clip_checkpoint_round_trip(tmp_path, world):

@@ -131,7 +131,8 @@ def _images_path(name):
 
 
 class ClipTrainingConfig(dg.Config):
-    epochs: int = -1  # -1: the trainer's default
+    pretrain_epochs: int = -1  # supervised warm start of the image tower; -1: data/world.yaml's value
+    epochs: int = -1  # -1: data/world.yaml's value
     batch_size: int = -1
     lr: float = -1.0
     seed: int = -1
@@ -146,15 +147,18 @@ class ClipTrainingConfig(dg.Config):
 )
 def world_clip(context: dg.AssetExecutionContext, config: ClipTrainingConfig, warehouse: WarehouseResource) -> pd.DataFrame:
     """A small open_clip model (custom config) trained contrastively on the world's captions with
-    open_clip's tokenizer and loss; saved to data/artifacts/models/world-clip.pt, the `clip:` of
-    the world models. Reports zero-shot class accuracy and per-attribute retrieval on the test split."""
+    open_clip's tokenizer and loss, after a supervised warm start of its image tower on the class
+    labels (`pretrain_epochs`, 0 to skip); saved to data/artifacts/models/world-clip.pt, the
+    `clip:` of the world models. Reports zero-shot class accuracy and per-attribute retrieval on
+    the test split."""
     import time
 
     from www_resources.world import (
-        attribute_retrieval_accuracy, build_world_clip, save_clip_checkpoint, train_clip, zero_shot_accuracy,
+        attribute_retrieval_accuracy, build_world_clip, pretrain_clip_image_tower, save_clip_checkpoint, train_clip,
+        zero_shot_accuracy,
     )
 
-    train_images, _ = _split("train")
+    train_images, train_labels = _split("train")
     test_images, test_labels = _split("test")
     scenes = warehouse.read("world_scenes")
     parts = warehouse.read("world_parts")
@@ -162,7 +166,14 @@ def world_clip(context: dg.AssetExecutionContext, config: ClipTrainingConfig, wa
     size = int(train_images.shape[1])
     model, tokenizer = build_world_clip(size)
     kwargs = {**world_file("clip"), **_given(config)}
+    pretrain_epochs = int(kwargs.pop("pretrain_epochs", 0))
+    pretrain_lr = float(kwargs.pop("pretrain_lr", 0.003))
     t0 = time.monotonic()
+    if pretrain_epochs > 0:
+        context.log.info(f"supervised warm start of the image tower: {pretrain_epochs} epochs")
+        pretrain_clip_image_tower(model, train_images, train_labels, epochs=pretrain_epochs,
+                                  batch_size=kwargs.get("batch_size", 128), lr=pretrain_lr,
+                                  seed=kwargs.get("seed", 0), log=context.log.info)
     def split_tables(name):
         rows = scenes[scenes["split"] == name].sort_values("index").reset_index(drop=True)
         return rows, parts[parts["image_id"].isin(set(rows["image_id"]))].reset_index(drop=True)

@@ -53,6 +53,7 @@ from .training import (
     encode_images,
     encode_texts,
     predict_logits,
+    pretrain_clip_image_tower,
     sample_caption,
     train_classifier,
     train_clip,
@@ -67,7 +68,7 @@ __all__ = [
     "build_classifier", "build_world_clip", "caption_for", "class_path", "class_table",
     "classifier_accuracy", "clip_from_config", "clip_model_config", "concept_list",
     "distractor_nouns", "encode_images", "encode_texts", "generate_split", "load_classifier",
-    "load_clip_checkpoint", "make_gallery", "predict_logits", "read_distractor_file",
+    "load_clip_checkpoint", "make_gallery", "predict_logits", "pretrain_clip_image_tower", "read_distractor_file",
     "resolve_arch", "sample_caption", "save_classifier", "save_clip_checkpoint", "to_model_input",
     "train_classifier", "train_clip", "vocabulary", "zero_shot_accuracy",
 ]

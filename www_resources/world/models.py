@@ -35,11 +35,13 @@ CLASSIFIER_KINDS = ("cnn", "vit")
 DEFAULT_CNN_ARCH: dict[str, Any] = {"width": 32, "blocks": [1, 1, 1, 1], "stem_stride": None}
 DEFAULT_VIT_ARCH: dict[str, Any] = {
     "patch_size": 8,
-    "embed_dim": 128,
+    "embed_dim": 96,
     "depth": 4,
     "num_heads": 4,
     "mlp_ratio": 2.0,
     "global_pool": "token",
+    "stem": "conv",
+    "stem_width": 64,
 }
 
 
@@ -92,6 +94,11 @@ def resolve_arch(kind: str, num_classes: int, image_size: int, **arch: Any) -> d
             raise ValueError(f"image_size {image_size} is not a multiple of patch_size {full['patch_size']}")
         if full["embed_dim"] % full["num_heads"]:
             raise ValueError(f"embed_dim {full['embed_dim']} is not a multiple of num_heads {full['num_heads']}")
+        if full["stem"] not in ("conv", "patch"):
+            raise ValueError(f"stem must be 'conv' or 'patch', got {full['stem']!r}")
+        ps = full["patch_size"]
+        if full["stem"] == "conv" and (ps < 2 or ps & (ps - 1)):
+            raise ValueError(f"a conv stem needs a power-of-two patch_size, got {ps}")
         if full["global_pool"] not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {full['global_pool']!r}")
         full["mlp_ratio"] = float(full["mlp_ratio"])
@@ -131,6 +138,22 @@ def _small_resnet(num_classes: int, width: int, blocks: list[int], stem_stride: 
     return SmallImageResNet()
 
 
+def _conv_stem(width: int, patch_size: int) -> nn.Module:
+    """log2(patch_size) stride-2 3x3 conv + BN + ReLU layers, channels doubling up to `width`
+    (Xiao et al. 2021, "Early convolutions help transformers see better"): one feature vector per
+    patch_size x patch_size patch, which a 1x1 projection turns into the tokens."""
+    n = int(np.log2(patch_size))
+    widths = [max(8, width >> (n - 1 - i)) for i in range(n)]
+    layers: list[nn.Module] = []
+    c_in = 3
+    for c_out in widths:
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        c_in = c_out
+    stem = nn.Sequential(*layers)
+    stem.num_features = c_in  # what timm's HybridEmbed reads
+    return stem
+
+
 def build_classifier(kind: str, num_classes: int, image_size: int, **arch: Any) -> nn.Module:
     """A fresh, randomly initialised world classifier (deterministic under torch.manual_seed).
 
@@ -143,11 +166,23 @@ def build_classifier(kind: str, num_classes: int, image_size: int, **arch: Any) 
     if kind == "cnn":
         model = _small_resnet(num_classes, full["width"], full["blocks"], full["stem_stride"])
     else:
+        from functools import partial
+
+        from timm.layers import HybridEmbed
         from timm.models.vision_transformer import VisionTransformer
 
+        embed_layer = None
+        patch_size = full["patch_size"]
+        if full["stem"] == "conv":
+            # the same token grid as plain patches, but ViTs with a conv stem train far faster
+            grid = image_size // full["patch_size"]
+            stem = _conv_stem(full["stem_width"], full["patch_size"])
+            embed_layer = partial(HybridEmbed, backbone=stem, feature_size=grid)
+            patch_size = 1
         model = VisionTransformer(
             img_size=image_size,
-            patch_size=full["patch_size"],
+            patch_size=patch_size,
+            **({"embed_layer": embed_layer} if embed_layer is not None else {}),
             num_classes=num_classes,
             embed_dim=full["embed_dim"],
             depth=full["depth"],
@@ -165,7 +200,7 @@ def build_classifier(kind: str, num_classes: int, image_size: int, **arch: Any) 
 
 DEFAULT_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 128,
-    "vision_cfg": {"layers": [1, 1, 1, 1], "width": 32, "head_width": 64},
+    "vision_cfg": {"layers": [1, 1, 1, 1], "width": 16, "head_width": 32},
     "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
 }
 

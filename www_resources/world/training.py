@@ -12,10 +12,12 @@ CLIP (`train_clip`): open_clip's `ClipLoss` (symmetric InfoNCE over the batch) o
   lies at least half inside the crop, the background, and the class only when at least 60%
   of the object box is inside (the pipeline feeds CLIP 3x3 grid crops and Grad-CAM crops);
 * otherwise the full image (randomly mirrored) with a caption drawn from a small grammar:
-  "a photo of a {class | synonym | superclass}", compositional captions
-  ("a photo of a red striped car with wheel and roof on a road"), and single-concept
-  captions "a photo of a {part | colour | texture | background}". Single-concept captions
-  are the exact prompts the pipeline and `attribute_retrieval_accuracy` use.
+  20% name the object alone ("a photo of a car"; class 70%, a synonym 20%, superclass 7%,
+  root 3%); 60% name it with its colour (p = 0.6), texture (0.4), parts (0.6) and background
+  (0.5) each mentioned or not ("a photo of a red striped car with wheel and roof on a
+  road"); 20% are single-concept captions
+  "a photo of a {part | colour | texture | background}", the exact prompts the pipeline
+  and `attribute_retrieval_accuracy` use.
 
 Evaluation (all on full images, prompts "a photo of a {}" unless given):
 * `zero_shot_accuracy`: share of images whose highest-scoring class prompt is the label.
@@ -247,25 +249,28 @@ def sample_caption(
         noun = spec.superclass
     else:
         noun = SUPERCLASS_PARENT[spec.superclass]
-    if r < 0.28:
+    if r < 0.2:
+        # the object alone: colour and background cannot stand in for its shape
         return f"a photo of a {noun}"
-    if r < 0.58:
+    if r < 0.8:
+        # the object named, each attribute mentioned or not: "a photo of a red striped car with
+        # wheel and window on a road"
         words = []
-        if rng.random() < 0.5:
+        if rng.random() < 0.6:
             words.append(colour)
         if texture != "plain" and rng.random() < 0.4:
             words.append(texture)
         text = "a photo of a " + " ".join(words + [noun])
-        if parts and rng.random() < 0.5:
+        if parts and rng.random() < 0.6:
             text += f" with {_subset_phrase(rng, parts)}"
         if rng.random() < 0.5:
             text += f" {BACKGROUND_PHRASES[background]}"
         return text
-    if r < 0.75 and parts:
+    if r < 0.87 and parts:
         return f"a photo of a {_pick(rng, parts)}"
-    if r < 0.86:
+    if r < 0.92:
         return f"a photo of a {colour}"
-    if r < 0.96:
+    if r < 0.97:
         return f"a photo of a {background}"
     return f"a photo of a {texture}"
 
@@ -401,6 +406,33 @@ def train_clip(
         "epochs": epochs,
         "distinct_captions": len(tokens.cache),
     }
+
+
+def pretrain_clip_image_tower(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    log: Log = None,
+) -> dict:
+    """Supervised warm start of a CLIP's image tower before contrastive training.
+
+    The tower (`model.visual`) gets a temporary linear classifier on its output and is trained
+    with `train_classifier` on the class labels; the classifier is then thrown away and the
+    tower keeps its weights. Contrastive training from a random image tower needs many more
+    epochs than this machine affords (its image tower first latches on to background and
+    colour); starting from a supervised tower is the usual remedy (as LiT does, here with
+    the tower left trainable). Returns the `train_classifier` history."""
+    n_classes = int(np.max(labels)) + 1
+    classifier = nn.Sequential(model.visual, nn.Linear(int(model.visual.output_dim), n_classes))
+    history = train_classifier(classifier, images, labels, epochs=epochs, batch_size=batch_size, lr=lr,
+                               seed=seed, log=log)
+    model.eval()
+    return history
 
 
 # --------------------------------------------------------------------------------------
