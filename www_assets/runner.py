@@ -24,6 +24,10 @@ class RunReport:
     seconds: float = 0.0
 
 
+# the console shows progress lines (INFO and up); every event, DEBUG included, stays in the run's
+# event log, where the UI shows it
+CONSOLE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 WORLD_ONLY_ASSETS = ("world_scenes", "world_parts", "world_classes", "world_vocabulary", "world_clip")
 
 
@@ -167,6 +171,7 @@ def materialize_stale(
                     [*all_assets, *(defs.asset_checks or [])],
                     selection=list(selection),
                     partition_key=partition_key,
+                    run_config=CONSOLE_LOGS,
                     instance=instance,
                     resources=defs.resources,
                     tags={"www/launched_by": "www materialize"},
