@@ -16,6 +16,7 @@ import pytest
 
 from www_assets import orchestration
 from www_assets.checks import (
+    accuracy_target_misses,
     activation_problems,
     grain_duplicates,
     non_finite_counts,
@@ -384,6 +385,15 @@ def test_activation_problems():
     assert problems == ["layers cover different images: {'fc': 1, 'layer4': 2}"]
     problems, _ = activation_problems(pd.concat([rows("fc", ["a"], 3, np.nan)]), ["fc"])
     assert problems == ["layer 'fc': NaN or infinite activations"]
+
+
+def test_accuracy_target_misses():
+    targets = {"zero_shot_accuracy": 0.85, "retrieval_part": 0.80}
+    assert accuracy_target_misses({"zero_shot_accuracy": 0.85, "retrieval_part": 0.9}, targets) == {}
+    assert accuracy_target_misses({"zero_shot_accuracy": 0.8499, "retrieval_part": 0.9}, targets) == {
+        "zero_shot_accuracy": "0.8499 < 0.85"}
+    assert accuracy_target_misses({"zero_shot_accuracy": float("nan")}, targets) == {
+        "zero_shot_accuracy": "nan < 0.85", "retrieval_part": "None < 0.8"}
 
 
 def test_parquet_vector_widths_read_from_schema(tmp_path):

@@ -9,8 +9,11 @@ import torch
 from torch import nn
 
 from www_resources.world import (
+    BACKGROUNDS,
     CLASSIFIER_FORMAT,
     CLIP_FORMAT,
+    COLOUR_NAMES,
+    TEXTURES,
     WORLD_MEAN,
     WORLD_STD,
     WorldConfig,
@@ -29,6 +32,7 @@ from www_resources.world import (
     to_model_input,
     train_classifier,
     train_clip,
+    warm_start_targets,
     zero_shot_accuracy,
 )
 
@@ -217,14 +221,32 @@ def test_image_tower_warm_start_trains_only_the_tower(world):
     torch.manual_seed(0)
     model, _ = build_world_clip(32, **TINY_CLIP)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    labels = split.scenes["label"].to_numpy()
-    history = pretrain_clip_image_tower(model, split.images, labels, epochs=3, batch_size=32, lr=3e-3, seed=0)
+    history = pretrain_clip_image_tower(model, split.images, split.scenes, split.parts, epochs=3, batch_size=32,
+                                        lr=3e-3, seed=0)
     assert history["loss"][-1] < history["loss"][0]
+    assert set(history["accuracy"]) == {"label", "colour", "background", "texture"}
     after = model.state_dict()
-    assert set(after) == set(before)  # the temporary classifier is not part of the CLIP
+    assert set(after) == set(before)  # the temporary heads are not part of the CLIP
     changed = {k for k in after if after[k].dtype.is_floating_point and not torch.equal(after[k], before[k])}
     assert changed and all(k.startswith("visual.") for k in changed)
     assert not model.training
+
+
+def test_warm_start_targets_hand_computed():
+    scenes = pd.DataFrame({"index": [0, 1], "label": [2, 0], "colour": ["red", COLOUR_NAMES[0]],
+                           "background": ["snow", BACKGROUNDS[0]], "texture": ["plain", "spotted"]})
+    parts = pd.DataFrame({"index": [0, 0, 0, 1], "part": ["wheel", "wheel", "roof", "eye"]})
+    targets = warm_start_targets(scenes, parts, ["eye", "roof", "wheel", "fin"])
+    assert targets["label"].tolist() == [2, 0]
+    assert targets["colour"].tolist() == [COLOUR_NAMES.index("red"), 0]
+    assert targets["background"].tolist() == [BACKGROUNDS.index("snow"), 0]
+    assert targets["texture"].tolist() == [TEXTURES.index("plain"), TEXTURES.index("spotted")]
+    # two wheel instances count once; "fin" is absent everywhere
+    assert targets["parts"].tolist() == [[0, 1, 1, 0], [1, 0, 0, 0]]
+    with pytest.raises(ValueError, match="not world values"):
+        warm_start_targets(scenes.assign(colour=["red", "mauve"]), parts, ["eye"])
+    with pytest.raises(ValueError, match="image order"):
+        warm_start_targets(scenes.assign(index=[1, 0]), parts, ["eye"])
 
 
 def test_clip_checkpoint_round_trip(tmp_path, world):
@@ -273,8 +295,16 @@ def test_retrieval_definitions_hand_computed():
     scenes = pd.DataFrame({"background": ["grass", "snow", "grass"]})
     # part pairs: (0, wheel) wins over absent fin; (0, eye) scores 0, not above absent fin (0): miss;
     # (1, eye) wins; (2, fin) scores 0 and absent wheel / eye score 0: miss  -> 2 / 4
-    got = attribute_retrieval_accuracy(model, tokenizer, images, scenes, parts, "part", values=["wheel", "eye", "fin"])
+    got = attribute_retrieval_accuracy(model, tokenizer, images, scenes, parts, "part_pairs",
+                                       values=["wheel", "eye", "fin"])
     assert got == 0.5
+    # part, top-1: image 0's best prompt is wheel (shown); image 1's is eye (shown); image 2 scores 0
+    # for all three, the tie goes to the first candidate, wheel, which it does not show -> 2 / 3
+    got = attribute_retrieval_accuracy(model, tokenizer, images, scenes, parts, "part", values=["wheel", "eye", "fin"])
+    assert got == pytest.approx(2 / 3)
+    # with fin listed first, image 2's tie goes to fin, which it shows -> 3 / 3
+    got = attribute_retrieval_accuracy(model, tokenizer, images, scenes, parts, "part", values=["fin", "wheel", "eye"])
+    assert got == 1.0
     # backgrounds among grass / snow: image 2 -> grass (right); images 0, 1 score both 0 -> argmax grass:
     # image 0 right (grass), image 1 wrong (snow)  -> 2 / 3
     got = attribute_retrieval_accuracy(model, tokenizer, images, scenes, parts, "background", values=["grass", "snow"])

@@ -14,6 +14,9 @@ every partition). The checks it may hold:
   images in every layer and finite values; CLIP image and text embeddings of a model have the
   same width (compared through the other table's Parquet schema, no data read) and finite values.
 * `all_models_present`: every configured model appears in `evaluation_summary`.
+* `accuracy_targets` (severity WARN): a model trained on the world reaches its test accuracy
+  target (`model_training`: CNN 0.90, ViT 0.80), and the world CLIP its zero-shot and
+  retrieval targets (`world_clip`); the targets live in www_assets/world.py.
 
 A table whose asset is not defined gets no check; a table whose declared partitioning disagrees
 with its asset's partitioning gets none either (its writes would fail first, with the reason).
@@ -49,6 +52,7 @@ SCORED_ROWS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
 CLIP_WIDTH_PARTNER = {"clip_image_embeddings": "clip_text_embeddings", "clip_text_embeddings": "clip_image_embeddings"}
 VECTOR_TABLES = {"activations", *CLIP_WIDTH_PARTNER}
 SUMMARY_TABLE = "evaluation_summary"
+TARGET_TABLES = {"model_training", "world_clip"}
 
 
 # --- the invariants, on plain frames -------------------------------------------------------------
@@ -209,6 +213,43 @@ def _models_present_result(df: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
+def accuracy_target_misses(metrics: dict[str, float], targets: dict[str, float]) -> dict[str, str]:
+    """The targets a record of metrics misses: {metric: "measured < target"} (absent counts as a miss)."""
+    misses = {}
+    for metric, target in targets.items():
+        value = metrics.get(metric)
+        if value is None or not np.isfinite(value) or value < target:
+            misses[metric] = f"{value if value is None else round(float(value), 4)} < {target}"
+    return misses
+
+
+def _targets_result(table: str, df: pd.DataFrame, partition: dict) -> dg.AssetCheckResult:
+    from www_assets.world import CLASSIFIER_TARGETS, CLIP_TARGETS
+
+    metrics = dict(zip(df["metric"], df["value"].astype(float)))
+    if table == "world_clip":
+        targets = CLIP_TARGETS
+    else:
+        from www_resources.registry import RegistryError, get_model
+
+        try:
+            train = get_model(partition["model"]).train or {}
+        except RegistryError as err:
+            return dg.AssetCheckResult(check_name="accuracy_targets", passed=False, severity=dg.AssetCheckSeverity.WARN,
+                                       metadata={"problems": str(err)})
+        kind = train.get("kind")
+        if kind not in CLASSIFIER_TARGETS:
+            return dg.AssetCheckResult(check_name="accuracy_targets", passed=True,
+                                       metadata={"targets": "none: the model is not trained by the pipeline"})
+        targets = {"test_accuracy": CLASSIFIER_TARGETS[kind]}
+    misses = accuracy_target_misses(metrics, targets)
+    return dg.AssetCheckResult(
+        check_name="accuracy_targets", passed=not misses, severity=dg.AssetCheckSeverity.WARN,
+        metadata={**{f"{m} (target {t})": float(metrics.get(m, np.nan)) for m, t in targets.items()},
+                  "missed": "; ".join(f"{m}: {v}" for m, v in misses.items()) or "none"},
+    )
+
+
 def _check_specs(table: str, key: dg.AssetKey, partitions_def) -> list[dg.AssetCheckSpec]:
     spec = TABLES[table]
     wanted = []
@@ -220,6 +261,8 @@ def _check_specs(table: str, key: dg.AssetKey, partitions_def) -> list[dg.AssetC
         wanted.append(("vector_widths", "Vectors have one width per layer (CLIP: image = text width), finite."))
     if table == SUMMARY_TABLE:
         wanted.append(("all_models_present", "Every configured model appears in the summary."))
+    if table in TARGET_TABLES:
+        wanted.append(("accuracy_targets", "The trained model reaches its accuracy targets on the test split."))
     with warnings.catch_warnings():
         # partitioned check specs are a preview feature; dagster is pinned in pyproject.toml
         warnings.simplefilter("ignore", dg.PreviewWarning)
@@ -247,6 +290,7 @@ def _build_table_checks(table: str, key: dg.AssetKey, partitions_def) -> dg.Asse
             "no_nan_scores": lambda: _nan_result(table, df),
             "vector_widths": lambda: _vector_result(table, df, partition, warehouse.warehouse),
             "all_models_present": lambda: _models_present_result(df),
+            "accuracy_targets": lambda: _targets_result(table, df, partition),
         }
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
             result = results[check_key.name]()

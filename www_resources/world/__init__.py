@@ -57,6 +57,7 @@ from .training import (
     sample_caption,
     train_classifier,
     train_clip,
+    warm_start_targets,
     zero_shot_accuracy,
 )
 from .vocabulary import KINDS, concept_list, distractor_nouns, read_distractor_file, vocabulary
@@ -70,5 +71,5 @@ __all__ = [
     "distractor_nouns", "encode_images", "encode_texts", "generate_split", "load_classifier",
     "load_clip_checkpoint", "make_gallery", "predict_logits", "pretrain_clip_image_tower", "read_distractor_file",
     "resolve_arch", "sample_caption", "save_classifier", "save_clip_checkpoint", "to_model_input",
-    "train_classifier", "train_clip", "vocabulary", "zero_shot_accuracy",
+    "train_classifier", "train_clip", "vocabulary", "warm_start_targets", "zero_shot_accuracy",
 ]
