@@ -25,10 +25,33 @@ def _wordnet_installed() -> bool:
     return True
 
 
-needs_wordnet = pytest.mark.skipif(
-    not _wordnet_installed(),
-    reason="WordNet is not installed for nltk; run `python -m www_resources.wordnet_setup` to install it offline",
-)
+DEBIAN_WORDNET = (wordnet_setup.DEBIAN_WORDNET_DIR / "data.noun").is_file()
+
+
+@pytest.fixture(scope="session")
+def _debian_wordnet_for_nltk(tmp_path_factory) -> Path | None:
+    """An nltk data folder holding Debian's WordNet (copied by the project's installer), or None
+    when nltk reads WordNet already."""
+    if _wordnet_installed():
+        return None
+    if not DEBIAN_WORDNET:
+        pytest.skip("WordNet is not installed for nltk and Debian's wordnet-base is missing "
+                    "(apt-get install wordnet-base wordnet-sense-index)")
+    root = tmp_path_factory.mktemp("nltk_data")
+    wordnet_setup.copy_database(wordnet_setup.DEBIAN_WORDNET_DIR, root)
+    return root
+
+
+@pytest.fixture
+def wordnet_for_nltk(_debian_wordnet_for_nltk, monkeypatch):
+    """nltk reads WordNet 3.0 during the test: as installed, or from Debian's files."""
+    import nltk
+
+    if _debian_wordnet_for_nltk is not None:
+        monkeypatch.setattr(nltk.data, "path", [str(_debian_wordnet_for_nltk), *nltk.data.path])
+    concept_sets._wordnet_nouns.cache_clear()
+    yield
+    concept_sets._wordnet_nouns.cache_clear()
 
 
 # -- files ----------------------------------------------------------------------------------
@@ -108,8 +131,7 @@ def _first_lemmas_from_data_noun(path: Path) -> list[str]:
     return words
 
 
-@needs_wordnet
-def test_wordnet_nouns_are_the_first_lemma_of_all_82115_noun_synsets():
+def test_wordnet_nouns_are_the_first_lemma_of_all_82115_noun_synsets(wordnet_for_nltk):
     from nltk.corpus import wordnet
 
     nouns = load_concept_set("wordnet:nouns")
@@ -171,7 +193,7 @@ def test_default_target_follows_nltk_data(monkeypatch, tmp_path):
     assert wordnet_setup.default_target() == tmp_path / "a"
 
 
-@pytest.mark.skipif(not (wordnet_setup.DEBIAN_WORDNET_DIR / "data.noun").is_file(),
+@pytest.mark.skipif(not DEBIAN_WORDNET,
                     reason="Debian's wordnet-base is not installed (apt-get install wordnet-base wordnet-sense-index)")
 def test_copy_database_gives_a_corpus_nltk_reads(tmp_path, monkeypatch):
     import warnings
