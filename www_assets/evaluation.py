@@ -189,6 +189,36 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
     return df
 
 
+SUMMARY_REFERENCES = ("clip_dissect", "www")
+
+
+def summarize_concept_eval(per_neuron: pd.DataFrame) -> pd.DataFrame:
+    """Mean +- standard error of every metric per model x concept set x layer x method over its
+    neurons, and the p-value of a paired t-test (pairs = the same neuron) of each method against
+    each reference method (`SUMMARY_REFERENCES`); NaN against itself or an absent reference."""
+    from www_assets.methods.metrics import mean_stderr, paired_t_test
+
+    rows = []
+    for (model, cset, layer), group in per_neuron.groupby(["model", "concept_set", "layer"]):
+        wide = {m: g.set_index("neuron") for m, g in group.groupby("method")}
+        for method, g in wide.items():
+            for metric in METRICS:
+                mean, stderr, n = mean_stderr(g[metric].to_numpy(float))
+                p = {}
+                for ref in SUMMARY_REFERENCES:
+                    if ref in wide and ref != method:
+                        common = g.index.intersection(wide[ref].index)
+                        p[ref] = paired_t_test(g.loc[common, metric].to_numpy(float),
+                                               wide[ref].loc[common, metric].to_numpy(float))[1]
+                    else:
+                        p[ref] = np.nan
+                rows.append((model, cset, layer, method, metric, mean, stderr, n, *(p[r] for r in SUMMARY_REFERENCES)))
+    summary = pd.DataFrame(rows, columns=["model", "concept_set", "layer", "method", "metric", "mean", "stderr", "n",
+                                          *(f"p_value_vs_{r}" for r in SUMMARY_REFERENCES)])
+    summary["n"] = summary["n"].astype(np.int32)
+    return summary
+
+
 @dg.asset(
     deps=["concept_eval", "ablation_curves"],
     code_version="1",
@@ -201,28 +231,9 @@ def evaluation_summary(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     partition of concept_eval, so it is the cross-model table; also renders the paper-style
     tables and the k / alpha ablation plots, and writes data/artifacts/results.md."""
     from www_assets.figures.evaluation import alpha_ablation_figure, k_ablation_figure, metric_bars_figure
-    from www_assets.methods.metrics import mean_stderr, paired_t_test
     from www_assets.methods.tables import results_markdown
 
-    per_neuron = warehouse.read("concept_eval")
-    rows = []
-    for (model, cset, layer), group in per_neuron.groupby(["model", "concept_set", "layer"]):
-        wide = {m: g.set_index("neuron") for m, g in group.groupby("method")}
-        for method, g in wide.items():
-            for metric in METRICS:
-                mean, stderr, n = mean_stderr(g[metric].to_numpy(float))
-                p = {}
-                for ref in ("clip_dissect", "www"):
-                    if ref in wide and ref != method:
-                        common = g.index.intersection(wide[ref].index)
-                        p[ref] = paired_t_test(g.loc[common, metric].to_numpy(float),
-                                               wide[ref].loc[common, metric].to_numpy(float))[1]
-                    else:
-                        p[ref] = np.nan
-                rows.append((model, cset, layer, method, metric, mean, stderr, n, p["clip_dissect"], p["www"]))
-    summary = pd.DataFrame(rows, columns=["model", "concept_set", "layer", "method", "metric", "mean", "stderr", "n",
-                                          "p_value_vs_clip_dissect", "p_value_vs_www"])
-    summary["n"] = summary["n"].astype(np.int32)
+    summary = summarize_concept_eval(warehouse.read("concept_eval"))
     meta = {"rows": len(summary)}
     folder = warehouse.artifacts / "evaluation"
     folder.mkdir(parents=True, exist_ok=True)
