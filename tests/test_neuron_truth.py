@@ -75,6 +75,7 @@ def test_planted_neurons_find_their_attribute():
     assert table["attribute"].tolist() == ["grass", "red", "vehicle"]
     assert table["score"].iloc[0] == pytest.approx(1.0)
     assert table["score"].iloc[1] == pytest.approx(1.0)
+    assert table["score"].iloc[2] == pytest.approx(roc_auc_score(presence[:, 4], activations[:, 2]))
     assert 0.5 < table["score"].iloc[2] < 1.0
 
 

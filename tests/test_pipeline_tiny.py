@@ -113,11 +113,14 @@ def test_first_assets_on_a_tiny_image_folder(tiny_world):
         assert got.shape == (12, width)
         np.testing.assert_allclose(got, feats[layer].numpy(), rtol=1e-4, atol=1e-4)
 
-    preds = catalog.query("select image_id, pred, msp, correct, top5 from predictions order by image_id")
+    preds = catalog.query("select image_id, label, pred, msp, correct, top5 from predictions order by image_id")
     probs = torch.softmax(feats["fc"], 1)
     assert preds["pred"].tolist() == probs.argmax(1).tolist()
     np.testing.assert_allclose(preds["msp"], probs.max(1).values.numpy(), rtol=1e-4)
     assert [list(t)[0] for t in preds["top5"]] == preds["pred"].tolist()
+    classes = ["apple", "boat", "cloud"]  # label = index of the sorted folder name
+    assert preds["label"].tolist() == [classes.index(i.split("/")[0]) for i in preds["image_id"]]
+    assert preds["correct"].tolist() == (probs.argmax(1).numpy() == preds["label"].to_numpy()).tolist()
 
     examples = catalog.query(
         "select neuron, rank, image_id, activation from neuron_examples where layer = 'fc' and kind = 'image' order by neuron, rank")

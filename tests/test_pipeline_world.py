@@ -83,8 +83,17 @@ def test_tiny_world_end_to_end(tiny_world_registry):
     assert (expl["lo"] >= -1.0001).all() and (expl["hi"] <= 1.0001).all()
     figures = q("select figure from sample_explanations where figure is not null")["figure"]
     assert all(Path(f).is_file() for f in figures)
+    # the accuracy the trainer measured on the test split is the one the explanations see there
+    seen = q("select s.model, avg(s.correct::int) acc, any_value(t.value) trained from sample_explanations s "
+             "join model_training t on t.model = s.model and t.metric = 'test_accuracy' group by s.model")
+    assert np.allclose(seen["acc"], seen["trained"]), seen
     summary = q("select distinct model from evaluation_summary order by 1")["model"].tolist()
     assert summary == ["tiny-cnn", "tiny-vit"]
+    # the summary's means are the per-neuron scores averaged (here by DuckDB)
+    means = q("select e.model, e.layer, e.method, avg(e.hit) hit, any_value(s.mean) summary_hit from concept_eval e "
+              "join evaluation_summary s using (model, concept_set, layer, method) where s.metric = 'hit' "
+              "group by all")
+    assert len(means) == 2 * 2 * 10 and np.allclose(means["hit"], means["summary_hit"])
     assert (data / "artifacts" / "results.md").read_text().count("tiny-cnn") > 0
 
     again = []

@@ -103,8 +103,8 @@ def test_boxes_inside_image_and_parts_inside_object(tiny):
     # the object box is exactly the union of its part boxes
     union = p.groupby("image_id").agg(x0=("x0", "min"), y0=("y0", "min"), x1=("x1", "max"), y1=("y1", "max"))
     union = union.loc[s["image_id"]]
-    assert (union["x0"].to_numpy() == s["box_x0"].to_numpy()).all()
-    assert (union["y1"].to_numpy() == s["box_y1"].to_numpy()).all()
+    for k in ("x0", "y0", "x1", "y1"):
+        assert (union[k].to_numpy() == s[f"box_{k}"].to_numpy()).all(), k
     assert (p["area"] > 0).all()
     assert set(p["colour"]) <= set(COLOUR_NAMES)
 

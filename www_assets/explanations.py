@@ -49,7 +49,7 @@ def class_shapley(context: dg.AssetExecutionContext, config: ShapleyConfig, devi
     for start in range(0, len(manifest), chunk):
         part = manifest.iloc[start:start + chunk]
         images, ids, _ = probe.load(part, model.pre.size, model.pre.resize)
-        labels = torch.as_tensor(part.set_index("image_id").loc[ids, "label"].to_numpy(), dtype=torch.long)
+        labels = torch.tensor(part.set_index("image_id").loc[ids, "label"].to_numpy(), dtype=torch.long)
         for b in range(0, len(ids), device.batch_size):
             x = model.to_input(images[b:b + device.batch_size])
             y = labels[b:b + device.batch_size].to(x.device)
