@@ -519,3 +519,28 @@ def test_real_definitions_carry_the_policy_and_a_new_model_starts_its_own_chain(
     checked = {(a.split(":")[0], k) for a, k in requested if ":" in a}
     tables = {(a, k) for a, k in assets if any(c.asset_key.path[-1] == a for c in graph.asset_check_keys)}
     assert tables <= checked
+
+
+def test_automation_runs_each_new_partition_with_its_checks(register_model):
+    """The sensor's run requests for a new model with two concept sets: one run per partition,
+    each carrying the checks of what it materializes (no backfill that would leave the checks to
+    runs of their own, which may start before the partition exists)."""
+    from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
+
+    from www_assets.definitions import defs
+
+    register_model("tiny", concept_sets=["tiny", "other"])
+    instance = dg.DagsterInstance.ephemeral()
+    add_partitions(instance, ["tiny"], ["tiny", "other"])
+    result = dg.evaluate_automation_conditions(defs, instance)
+    graph = defs.resolve_asset_graph()
+    requests = build_run_requests(result._requested_subsets, graph, {},
+                                  emit_backfills=orchestration.automation_sensor.emit_backfills)
+    assert all(r.asset_graph_subset is None for r in requests)  # no backfill
+    text_runs = {r.partition_key: r for r in requests if dg.AssetKey("clip_text_embeddings") in (r.asset_selection or [])}
+    assert set(text_runs) == {pair("tiny", "tiny"), pair("tiny", "other")}
+    for run in requests:
+        checked = {k.asset_key for k in run.asset_check_keys or []}
+        assert checked <= set(run.asset_selection or []), "a check runs apart from its asset"
+    for run in text_runs.values():
+        assert {k.name for k in run.asset_check_keys} == {"grain_unique", "vector_widths"}

@@ -239,6 +239,10 @@ with warnings.catch_warnings():
         minimum_interval_seconds=AUTOMATION_INTERVAL_SECONDS,
         # evaluated in the code server: InRegistry reads this code location's registry files
         use_user_code_server=True,
+        # one run per partition: with backfills, an asset requested for several partitions in one
+        # tick (a new model's concept sets) becomes a backfill while its checks get runs of their
+        # own, which can start first and check a partition that does not exist yet
+        emit_backfills=False,
         description="Materializes configured partitions that are new, whose parents updated, or whose "
         "code version changed (www_assets/orchestration.py).",
     )
