@@ -20,15 +20,35 @@ def test_splice_needs_one_pair_of_markers(readme):
 
 
 def test_results_command_writes_the_readme(tmp_path, monkeypatch, capsys):
+    import pandas as pd
+
+    from www_resources.storage import default_catalog, default_warehouse
+
     monkeypatch.setenv("WWW_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("WWW_MODELS_DIR", str(tmp_path / "data" / "models"))
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{RESULTS_START}\n{RESULTS_END}\nb\n")
     assert main(["results", "--readme", str(readme)]) == 2  # nothing evaluated yet
     assert "materialize evaluation_summary" in capsys.readouterr().err
-    (tmp_path / "data" / "artifacts").mkdir(parents=True)
-    (tmp_path / "data" / "artifacts" / "results.md").write_text("## Results\n\nwww wins\n")
+    warehouse = default_warehouse()
+    rows = [("m", "c", "fc", method, metric, mean, 0.01, 4, None, None)
+            for method, mean in (("www", 0.9), ("clip_dissect", 0.8)) for metric in ("clip_cos", "text_cos", "f1", "hit")]
+    warehouse.write("evaluation_summary", pd.DataFrame(rows, columns=[
+        "model", "concept_set", "layer", "method", "metric", "mean", "stderr", "n",
+        "p_value_vs_clip_dissect", "p_value_vs_www"]), {})
+    warehouse.write("misprediction_detection", pd.DataFrame({
+        "score": ["heatmap_similarity", "msp"], "auroc": [0.7, 0.9], "n": [100, 100], "n_mispredicted": [10, 10]}),
+        {"model": "m"})
+    default_catalog().rebuild()
     assert main(["results", "--readme", str(readme)]) == 0
-    assert readme.read_text() == f"a\n{RESULTS_START}\n## Results\n\nwww wins\n{RESULTS_END}\nb\n"
+    text = readme.read_text()
+    assert text.startswith(f"a\n{RESULTS_START}\n") and text.endswith(f"\n{RESULTS_END}\nb\n")
+    # an unregistered model keeps its layer name as the section title
+    assert "### Layer fc (`m` fc)" in text
+    assert "| `c` | CLIP-Dissect | 0.8000 ± 0.010 |" in text and "| WWW | **0.9000 ± 0.010** |" in text
+    assert "| `m` | 0.7000 | **0.9000** | 100 | 10 |" in text
+    assert "- `m`: the max softmax probability detects mispredictions better (AUROC 0.9000 vs 0.7000)." in text
+    assert "Trained models" not in text  # no model_training table in the catalog
 
 
 def test_readme_table_reference_matches_the_table_specs(capsys):

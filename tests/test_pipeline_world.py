@@ -94,7 +94,12 @@ def test_tiny_world_end_to_end(tiny_world_registry):
               "join evaluation_summary s using (model, concept_set, layer, method) where s.metric = 'hit' "
               "group by all")
     assert len(means) == 2 * 2 * 10 and np.allclose(means["hit"], means["summary_hit"])
-    assert (data / "artifacts" / "results.md").read_text().count("tiny-cnn") > 0
+    results = (data / "artifacts" / "results.md").read_text()
+    final, hidden = results.split("### Hidden neurons")
+    assert final.startswith("### Final-layer neurons, judged against their class's names (`tiny-cnn` fc, `tiny-vit` head)")
+    assert hidden.startswith(" (the head's input), judged against the world attribute that best predicts them "
+                             "(`tiny-cnn` layer4, `tiny-vit` norm)")
+    assert "Template and ACS (seed 001 table 5)" in final and "Template and ACS (seed 001 table 5)" in hidden
 
     again = []
     second = materialize_stale(log=again.append)

@@ -191,6 +191,69 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
 
 SUMMARY_REFERENCES = ("clip_dissect", "www")
 
+ROLE_TITLES = {
+    "final": "Final-layer neurons, judged against their class's names",
+    "hidden": "Hidden neurons (the head's input), judged against the world attribute that best predicts them",
+}
+
+
+class LayerRoles:
+    """What a judged layer is to its model, from the registry: "final" (its neurons are the
+    class logits), "hidden" (the spatial layer feeding the head) or "layer <name>"; unknown
+    models (registry file gone) keep the layer name."""
+
+    def __init__(self):
+        self._entries: dict = {}
+
+    def _entry(self, model: str):
+        from www_resources.registry import RegistryError, get_model
+
+        if model not in self._entries:
+            try:
+                self._entries[model] = get_model(model)
+            except RegistryError:
+                self._entries[model] = None
+        return self._entries[model]
+
+    def role(self, model: str, layer: str) -> str:
+        entry = self._entry(model)
+        if entry is not None and layer == entry.final_layer:
+            return "final"
+        if entry is not None and layer == entry.spatial_layer:
+            return "hidden"
+        return f"layer {layer}"
+
+    def order(self, model: str, layer: str) -> tuple:
+        role = self.role(model, layer)
+        return (list(ROLE_TITLES).index(role) if role in ROLE_TITLES else len(ROLE_TITLES), layer)
+
+    def first_concept_set(self, model: str, available) -> str:
+        """The first of the model's registry concept sets that is `available` (else the first sorted)."""
+        available = sorted(set(available))
+        entry = self._entry(model)
+        listed = [c for c in (entry.concept_sets if entry is not None else ()) if c in available]
+        return (listed or available)[0]
+
+
+def results_by_role(summary: pd.DataFrame, heading_level: int = 3, ablations: bool = True) -> str:
+    """The results tables with one section per layer role (final-layer neurons, hidden neurons),
+    every model's judged layer of that role inside it (markdown ending with a newline)."""
+    from www_assets.methods.tables import results_markdown
+
+    if summary.empty:
+        return results_markdown(summary, heading_level=heading_level)
+    roles = LayerRoles()
+    role = [roles.role(m, l) for m, l in zip(summary["model"], summary["layer"])]
+    tagged = summary.assign(role=role)
+    sections = []
+    for name in sorted(set(role), key=lambda r: (list(ROLE_TITLES).index(r) if r in ROLE_TITLES else 9, r)):
+        rows = tagged[tagged["role"] == name]
+        layers = ", ".join(f"`{m}` {l}" for m, l in sorted(set(zip(rows["model"], rows["layer"]))))
+        title = f"{ROLE_TITLES.get(name, name.capitalize())} ({layers})"
+        sections.append(results_markdown(rows.drop(columns=["layer", "role"]), heading_level=heading_level,
+                                         title=title, ablations=ablations))
+    return "\n".join(sections)
+
 
 def summarize_concept_eval(per_neuron: pd.DataFrame) -> pd.DataFrame:
     """Mean +- standard error of every metric per model x concept set x layer x method over its
@@ -229,33 +292,74 @@ def evaluation_summary(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     """Mean +- standard error of every metric per model x concept set x layer x method, with a
     paired t-test (same neurons) of each method against clip_dissect and against www. Reads every
     partition of concept_eval, so it is the cross-model table; also renders the paper-style
-    tables and the k / alpha ablation plots, and writes data/artifacts/results.md."""
+    tables (final-layer and hidden-layer neurons apart), per model and judged layer a bar chart of
+    the metrics and the k / alpha ablation plots (on the model's first concept set), and writes
+    data/artifacts/results.md."""
     from www_assets.figures.evaluation import alpha_ablation_figure, k_ablation_figure, metric_bars_figure
-    from www_assets.methods.tables import results_markdown
 
     summary = summarize_concept_eval(warehouse.read("concept_eval"))
     meta = {"rows": len(summary)}
     folder = warehouse.artifacts / "evaluation"
     folder.mkdir(parents=True, exist_ok=True)
-    sections = []
-    for layer_kind, layer_rows in summary.groupby("layer"):
-        sections.append(f"### Layer `{layer_kind}`\n\n" + results_markdown(layer_rows.drop(columns="layer"), heading_level=4))
-    results = "\n\n".join(sections)
-    (folder.parent / "results.md").write_text(results + "\n")
-    meta["tables"] = dg.MetadataValue.md(results or "(no evaluations yet)")
+    results = results_by_role(summary, heading_level=3, ablations=True)
+    (folder.parent / "results.md").write_text(results)
+    meta["tables"] = dg.MetadataValue.md(results)
     curves = warehouse.read("ablation_curves")
+    roles = LayerRoles()
     for model in sorted(summary["model"].unique()):
-        bars = metric_bars_figure(summary[summary["layer"] == summary[summary["model"] == model]["layer"].iloc[0]],
-                                  model, folder / f"{model}-metrics.png")
-        meta[f"{model} metrics"] = dg.MetadataValue.md(image_markdown(bars, f"{model} metrics"))
-        mc = curves[curves["model"] == model] if len(curves) else curves
-        for parameter, draw in (("k", k_ablation_figure), ("alpha", alpha_ablation_figure)):
-            sel = mc[mc["parameter"] == parameter] if len(mc) else mc
-            if len(sel):
-                first_layer = sel["layer"].iloc[0]
-                sel = sel[(sel["layer"] == first_layer) & (sel["concept_set"] == sel["concept_set"].iloc[0])]
-                plot_df = sel.rename(columns={"value": parameter})[[parameter, "method", "metric", "mean", "stderr"]]
-                path = draw(plot_df, folder / f"{model}-{parameter}-ablation.png")
-                meta[f"{model} {parameter} ablation ({first_layer})"] = dg.MetadataValue.md(image_markdown(path, parameter))
+        layers = sorted(summary[summary["model"] == model]["layer"].unique(), key=lambda l: roles.order(model, l))
+        for layer in layers:
+            tag = f"{model}-{layer}"
+            bars = metric_bars_figure(summary[(summary["model"] == model) & (summary["layer"] == layer)],
+                                      model, folder / f"{tag}-metrics.png", label=f"{model} {layer}")
+            meta[f"{model} {layer} metrics"] = dg.MetadataValue.md(image_markdown(bars, f"{tag} metrics"))
+            sel = curves[(curves["model"] == model) & (curves["layer"] == layer)] if len(curves) else curves
+            if not len(sel):
+                continue
+            concept_set = roles.first_concept_set(model, sel["concept_set"])
+            for parameter, draw in (("k", k_ablation_figure), ("alpha", alpha_ablation_figure)):
+                rows = sel[(sel["parameter"] == parameter) & (sel["concept_set"] == concept_set)]
+                if len(rows):
+                    plot_df = rows.rename(columns={"value": parameter})[[parameter, "method", "metric", "mean", "stderr"]]
+                    path = draw(plot_df, folder / f"{tag}-{parameter}-ablation.png")
+                    meta[f"{model} {layer} {parameter} ablation ({concept_set})"] = dg.MetadataValue.md(
+                        image_markdown(path, f"{tag} {parameter} ablation"))
     context.add_output_metadata(meta)
     return summary
+
+
+def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, clip: pd.DataFrame | None = None,
+                   detection: pd.DataFrame | None = None, heading_level: int = 3) -> str:
+    """The README's results: the trained models' accuracy against their targets, the main
+    concept-discovery tables per layer role with the winner sentences (the ablation tables, which
+    regroup the same rows, stay in data/artifacts/results.md and the UI), and misprediction
+    detection. Each frame is a table of the catalog; None or empty leaves its part out."""
+    from www_assets.methods.tables import detection_markdown, training_markdown
+    from www_assets.world import CLASSIFIER_TARGETS, CLIP_TARGETS
+
+    head = "#" * heading_level
+    parts = []
+    if training is not None and len(training):
+        roles = LayerRoles()
+        targets = {}
+        for model in training["model"].unique():
+            entry = roles._entry(model)
+            kind = (entry.train or {}).get("kind") if entry is not None else None
+            if kind in CLASSIFIER_TARGETS:
+                targets[model] = CLASSIFIER_TARGETS[kind]
+        parts += [f"{head} Trained models", "", training_markdown(training, targets, clip, CLIP_TARGETS), ""]
+    parts.append(results_by_role(summary, heading_level=heading_level, ablations=False))
+    if detection is not None and len(detection):
+        parts += [f"{head} Misprediction detection (test split)", "",
+                  "A misprediction is the positive class; a low score raises the alarm.", "",
+                  detection_markdown(detection), ""]
+        for model, rows in detection.groupby("model", sort=True):
+            by_score = dict(zip(rows["score"], rows["auroc"]))
+            if {"heatmap_similarity", "msp"} <= set(by_score):
+                better = "heatmap similarity" if by_score["heatmap_similarity"] > by_score["msp"] else \
+                    "the max softmax probability"
+                parts.append(f"- `{model}`: {better} detects mispredictions better "
+                             f"(AUROC {max(by_score['heatmap_similarity'], by_score['msp']):.4f} vs "
+                             f"{min(by_score['heatmap_similarity'], by_score['msp']):.4f}).")
+        parts.append("")
+    return "\n".join(parts)

@@ -5,6 +5,7 @@
     www catalog tables                               list tables and their row counts
     www models                                       list registered models (and bad files)
     www tables                                       the table reference as markdown
+    www results [--readme README.md]                 the results section, printed or written into a README
     www materialize [--model NAME ...] [--force]     bring every asset partition up to date
 """
 
@@ -107,12 +108,29 @@ def splice_results(readme: str, results: str) -> str:
 
 
 def cmd_results(args) -> int:
-    """Print the results written by evaluation_summary, or splice them into a README."""
-    source = paths.data_dir() / "artifacts" / "results.md"
-    if not source.exists():
-        print(f"www results: {source} does not exist yet; materialize evaluation_summary first", file=sys.stderr)
+    """Print the results section (from the catalog's tables), or splice it into a README."""
+    import duckdb
+
+    from www_resources.storage import default_catalog
+
+    catalog = default_catalog()
+    views = catalog.views()
+    if "evaluation_summary" not in views:
+        print(f"www results: no evaluation_summary table in {catalog.path} yet; materialize evaluation_summary first",
+              file=sys.stderr)
         return 2
-    results = source.read_text()
+    from www_assets.evaluation import results_report
+
+    def table(name):
+        if name not in views:
+            return None
+        try:
+            return catalog.query(f'select * from "{name}"')
+        except duckdb.Error:  # a view whose Parquet files are gone
+            return None
+
+    results = results_report(table("evaluation_summary"), table("model_training"), table("world_clip"),
+                             table("misprediction_detection"))
     if not args.readme:
         print(results)
         return 0
@@ -125,7 +143,7 @@ def cmd_results(args) -> int:
     tmp = readme.with_suffix(readme.suffix + ".tmp")
     tmp.write_text(updated)
     tmp.replace(readme)
-    print(f"wrote the results section of {readme} from {source}")
+    print(f"wrote the results section of {readme} from {catalog.path}")
     return 0
 
 
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("models", help="list the model registry")
     p.set_defaults(func=cmd_models)
-    p = sub.add_parser("results", help="print data/artifacts/results.md, or write it into a README")
+    p = sub.add_parser("results", help="print the results section (from the catalog), or write it into a README")
     p.add_argument("--readme", help="README whose <!-- results:start/end --> section to replace")
     p.set_defaults(func=cmd_results)
     p = sub.add_parser("materialize", help="materialize everything missing or stale")

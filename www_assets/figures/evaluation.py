@@ -112,7 +112,8 @@ def alpha_ablation_figure(df: pd.DataFrame, path: str | Path) -> Path:
     return _sweep_figure(df, "alpha", "α", path, log_x=False)
 
 
-def metric_bars_figure(summary: pd.DataFrame, model: str, path: str | Path, concept_set: str | None = None) -> Path:
+def metric_bars_figure(summary: pd.DataFrame, model: str, path: str | Path, concept_set: str | None = None,
+                       label: str | None = None) -> Path:
     """Grouped bar chart of one model's evaluation: metrics on the x axis, one bar per
     method, error bars = standard error; one panel per concept set.
 
@@ -121,6 +122,7 @@ def metric_bars_figure(summary: pd.DataFrame, model: str, path: str | Path, conc
         model: which model to draw.
         path: PNG file to write.
         concept_set: draw only this concept set (default: all of the model's).
+        label: what the panel titles call the rows (default: the model name).
 
     Returns:
         ``path``.
@@ -156,7 +158,7 @@ def metric_bars_figure(summary: pd.DataFrame, model: str, path: str | Path, conc
         lowest = float(np.nanmin(rows["mean"].to_numpy(dtype=float)))
         ax.set_ylim(min(0.0, lowest - 0.05), 1.05)
         ax.set_ylabel("mean over neurons")
-        ax.set_title(f"{model} · concept set {current_set}", fontsize=10)
+        ax.set_title(f"{label or model} · concept set {current_set}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, fontsize=8, loc="outside right upper")

@@ -306,19 +306,23 @@ def _winner_clause(cells: Mapping, concept_set: str, methods: Sequence[str], met
     return clause + "; the difference was not tested)"
 
 
-def results_markdown(summary: pd.DataFrame, heading_level: int = 2) -> str:
-    """The README "Results" section, generated from the evaluation summary.
+def results_markdown(summary: pd.DataFrame, heading_level: int = 2, title: str = "Results",
+                     ablations: bool = True) -> str:
+    """The "Results" section generated from the evaluation summary.
 
     For each model: the main table (:func:`markdown_main_table`), one sentence per
     metric naming the winner (highest mean) on each concept set and whether its lead
     over the runner-up is significant (p < 0.05 from the summary's paired-test columns,
     available when the runner-up or the winner is ``www`` or ``clip_dissect``;
-    otherwise "not tested"), then the ablation tables whose methods were evaluated
-    (at least two methods of the ablation present).
+    otherwise "not tested"), then (with ``ablations``) the ablation tables whose methods
+    were evaluated (at least two methods of the ablation present); they regroup rows of
+    the main table.
 
     Args:
         summary: the evaluation summary (all models).
-        heading_level: markdown level of the "Results" heading; models get one deeper.
+        heading_level: markdown level of the heading; models get one deeper.
+        title: the heading's text.
+        ablations: whether to add the ablation tables.
 
     Returns:
         Markdown text ending with a newline.
@@ -329,7 +333,7 @@ def results_markdown(summary: pd.DataFrame, heading_level: int = 2) -> str:
         raise ValueError(f"heading_level must be between 1 and 5, got {heading_level}")
     top = "#" * heading_level
     sub = "#" * (heading_level + 1)
-    parts = [f"{top} Results", ""]
+    parts = [f"{top} {title}", ""]
     if summary.empty:
         return "\n".join(parts + ["No evaluation has been computed yet.", ""])
     missing = [c for c in SUMMARY_COLUMNS if c not in summary.columns]
@@ -352,13 +356,74 @@ def results_markdown(summary: pd.DataFrame, heading_level: int = 2) -> str:
                 clauses.append(_winner_clause(cells, concept_set, order_methods(in_set["method"].unique()), metric))
             parts.append(f"- **{METRIC_LABELS.get(metric, metric)}**: " + "; ".join(clauses) + ".")
         parts.append("")
-        ablations = (
-            ("Concept selection rule (seed 000 table S.1)", SELECTION_ABLATION),
-            ("Template and ACS (seed 001 table 5)", TEMPLATE_ACS_ABLATION),
-            ("Grad-CAM crops and t-vMF similarity (seed 002 table 2)", GRADCAM_TVMF_ABLATION),
-        )
+        if not ablations:
+            continue
         present = set(rows["method"])
-        for title, ablation in ablations:
+        for table_title, ablation in ABLATION_TABLES:
             if len(present & set(ablation)) >= 2:
-                parts += [markdown_ablation_table(summary, model, ablation, title), ""]
+                parts += [markdown_ablation_table(summary, model, ablation, table_title), ""]
     return "\n".join(parts)
+
+
+ABLATION_TABLES = (
+    ("Concept selection rule (seed 000 table S.1)", SELECTION_ABLATION),
+    ("Template and ACS (seed 001 table 5)", TEMPLATE_ACS_ABLATION),
+    ("Grad-CAM crops and t-vMF similarity (seed 002 table 2)", GRADCAM_TVMF_ABLATION),
+)
+
+
+def training_markdown(training: pd.DataFrame, targets: Mapping[str, float], clip: pd.DataFrame | None = None,
+                      clip_targets: Mapping[str, float] | None = None) -> str:
+    """Test-split accuracy of the trained models and of the world CLIP, with their targets.
+
+    Args:
+        training: ``model_training`` rows (model, metric, value); models without a
+            ``test_accuracy`` (not trained by the pipeline) are left out.
+        targets: model -> target test accuracy (models without one show "–").
+        clip: ``world_clip`` rows (metric, value), or None.
+        clip_targets: metric -> target for the CLIP rows.
+
+    Returns:
+        A markdown table (no trailing newline): one row per measured number.
+    """
+    body = []
+    accuracy = training[training["metric"] == "test_accuracy"].sort_values("model")
+    for model, value in zip(accuracy["model"], accuracy["value"]):
+        target = targets.get(model)
+        body.append([f"`{model}`", "top-1 accuracy", f"{value:.4f}", _MISSING if target is None else f"{target:.2f}"])
+    if clip is not None and len(clip):
+        labels = {"zero_shot_accuracy": "zero-shot class accuracy", "retrieval_part": "part retrieval (top-1)",
+                  "retrieval_part_pairs": "part retrieval (all pairs)", "retrieval_colour": "colour retrieval",
+                  "retrieval_background": "background retrieval", "retrieval_texture": "texture retrieval"}
+        values = dict(zip(clip["metric"], clip["value"]))
+        for metric, label in labels.items():
+            if metric in values:
+                target = (clip_targets or {}).get(metric)
+                body.append(["world CLIP", label, f"{values[metric]:.4f}",
+                             _MISSING if target is None else f"{target:.2f}"])
+    return _markdown(["Model", "Measure (test split)", "Value", "Target"], body, [":--", ":--", "--:", "--:"])
+
+
+def detection_markdown(detection: pd.DataFrame) -> str:
+    """Misprediction detection: AUROC of each confidence score per model, and the counts.
+
+    Args:
+        detection: ``misprediction_detection`` rows (model, score, auroc, n, n_mispredicted).
+
+    Returns:
+        A markdown table (no trailing newline), the best AUROC of each model in bold.
+    """
+    scores = sorted(detection["score"].unique())
+    labels = {"heatmap_similarity": "AUROC, heatmap similarity", "msp": "AUROC, max softmax probability"}
+    header = ["Model", *[labels.get(s, f"AUROC, {s}") for s in scores], "Test images", "Mispredicted"]
+    body = []
+    for model, rows in detection.groupby("model", sort=True):
+        by_score = dict(zip(rows["score"], rows["auroc"]))
+        best = max((v for v in by_score.values() if _is_number(v)), default=None)
+        cells = []
+        for score in scores:
+            value = by_score.get(score)
+            cells.append(_MISSING if not _is_number(value) else
+                         (f"**{value:.4f}**" if value == best else f"{value:.4f}"))
+        body.append([f"`{model}`", *cells, str(int(rows["n"].iloc[0])), str(int(rows["n_mispredicted"].iloc[0]))])
+    return _markdown(header, body, [":--", *["--:"] * (len(scores) + 2)])
