@@ -49,6 +49,9 @@ def test_results_command_writes_the_readme(tmp_path, monkeypatch, capsys):
     assert "| `m` | 0.7000 | **0.9000** | 100 | 10 |" in text
     assert "- `m`: the max softmax probability detects mispredictions better (AUROC 0.9000 vs 0.7000)." in text
     assert "Trained models" not in text  # no model_training table in the catalog
+    assert main(["results", "--model", "other"]) == 0  # a model filter leaves the tables empty
+    printed = capsys.readouterr().out
+    assert "No evaluation has been computed yet." in printed and "`m`" not in printed
 
 
 def test_readme_table_reference_matches_the_table_specs(capsys):

@@ -5,7 +5,7 @@
     www catalog tables                               list tables and their row counts
     www models                                       list registered models (and bad files)
     www tables                                       the table reference as markdown
-    www results [--readme README.md]                 the results section, printed or written into a README
+    www results [--readme README.md] [--model NAME]  the results section, printed or written into a README
     www materialize [--model NAME ...] [--force]     bring every asset partition up to date
 """
 
@@ -125,9 +125,10 @@ def cmd_results(args) -> int:
         if name not in views:
             return None
         try:
-            return catalog.query(f'select * from "{name}"')
+            df = catalog.query(f'select * from "{name}"')
         except duckdb.Error:  # a view whose Parquet files are gone
             return None
+        return df[df["model"].isin(args.model)] if args.model and "model" in df.columns else df
 
     results = results_report(table("evaluation_summary"), table("model_training"), table("world_clip"),
                              table("misprediction_detection"))
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("results", help="print the results section (from the catalog), or write it into a README")
     p.add_argument("--readme", help="README whose <!-- results:start/end --> section to replace")
+    p.add_argument("--model", action="append", help="only this model (repeatable; the world CLIP is always shown)")
     p.set_defaults(func=cmd_results)
     p = sub.add_parser("materialize", help="materialize everything missing or stale")
     p.add_argument("--model", action="append", help="only this model (repeatable)")
