@@ -148,6 +148,19 @@ def test_results_markdown_sentences(summary):
     assert text.endswith("\n")
 
 
+def test_untested_winner_reports_its_test_against_www(summary):
+    rows = pd.concat([summary, pd.DataFrame([
+        summary_row("C", "www_tvmf", "f1", 0.50, vs_www=0.0123),
+        summary_row("C", "l2", "f1", 0.40),
+        summary_row("C", "www", "f1", 0.30),
+    ])], ignore_index=True)
+    f1_line = next(line for line in results_markdown(rows).splitlines() if line.startswith("- **F1**"))
+    assert ("on `C` WWW + t-vMF wins (0.5000 vs 0.4000 for the runner-up L2; the difference was not tested; "
+            "against WWW, paired t-test p = 0.0123)") in f1_line
+    # no p-value against WWW on record: nothing added
+    assert "on `B` Cosine wins (0.3000 vs 0.2900 for the runner-up L1; the difference was not tested)" in f1_line
+
+
 def test_results_markdown_empty_summary():
     text = results_markdown(pd.DataFrame(columns=["model", "concept_set", "method", "metric", "mean", "stderr", "n"]))
     assert "No evaluation has been computed yet." in text

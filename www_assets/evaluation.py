@@ -284,7 +284,7 @@ def summarize_concept_eval(per_neuron: pd.DataFrame) -> pd.DataFrame:
 
 @dg.asset(
     deps=["concept_eval", "ablation_curves"],
-    code_version="1",
+    code_version="2",
     kinds={"pandas", "parquet"},
     group_name="evaluation",
 )

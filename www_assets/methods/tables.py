@@ -299,11 +299,16 @@ def _winner_clause(cells: Mapping, concept_set: str, methods: Sequence[str], met
     )
     if winner in REFERENCE_METHODS or runner_up in REFERENCE_METHODS:
         p = _p_value(cells, concept_set, metric, winner, runner_up)
-        if p is None:
-            return clause + "; the difference was not tested)"
-        verdict = "significant" if p < 0.05 else "not significant"
-        return clause + f"; the difference is {verdict} at p < 0.05, paired t-test p = {p:.3g})"
-    return clause + "; the difference was not tested)"
+        if p is not None:
+            verdict = "significant" if p < 0.05 else "not significant"
+            return clause + f"; the difference is {verdict} at p < 0.05, paired t-test p = {p:.3g})"
+    clause += "; the difference was not tested"
+    # the pair was not tested, but the winner's test against WWW (the method of the paper) was
+    row = cells.get((concept_set, winner, metric))
+    p_www = getattr(row, "p_value_vs_www", None) if row is not None and winner != "www" else None
+    if _is_number(p_www):
+        clause += f"; against WWW, paired t-test p = {float(p_www):.3g}"
+    return clause + ")"
 
 
 def results_markdown(summary: pd.DataFrame, heading_level: int = 2, title: str = "Results",
