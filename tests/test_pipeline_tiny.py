@@ -63,7 +63,7 @@ def expected_pooled(net, folder):
         img = img.resize((max(32, round(w * s)), max(32, round(h * s))), Image.BILINEAR)
         w, h = img.size
         img = img.crop(((w - 32) // 2, (h - 32) // 2, (w - 32) // 2 + 32, (h - 32) // 2 + 32))
-        batch.append(torch.from_numpy(np.asarray(img)).permute(2, 0, 1).float() / 255)
+        batch.append(torch.from_numpy(np.array(img)).permute(2, 0, 1).float() / 255)
     x = (torch.stack(batch) - 0.5) / 0.25
     with torch.no_grad():
         feats = {}
