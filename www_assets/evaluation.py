@@ -205,7 +205,8 @@ class LayerRoles:
     def __init__(self):
         self._entries: dict = {}
 
-    def _entry(self, model: str):
+    def entry(self, model: str):
+        """The model's registry entry, or None when its file is gone or bad (read once)."""
         from www_resources.registry import RegistryError, get_model
 
         if model not in self._entries:
@@ -216,7 +217,7 @@ class LayerRoles:
         return self._entries[model]
 
     def role(self, model: str, layer: str) -> str:
-        entry = self._entry(model)
+        entry = self.entry(model)
         if entry is not None and layer == entry.final_layer:
             return "final"
         if entry is not None and layer == entry.spatial_layer:
@@ -230,7 +231,7 @@ class LayerRoles:
     def first_concept_set(self, model: str, available) -> str:
         """The first of the model's registry concept sets that is `available` (else the first sorted)."""
         available = sorted(set(available))
-        entry = self._entry(model)
+        entry = self.entry(model)
         listed = [c for c in (entry.concept_sets if entry is not None else ()) if c in available]
         return (listed or available)[0]
 
@@ -343,7 +344,7 @@ def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, 
         roles = LayerRoles()
         targets = {}
         for model in training["model"].unique():
-            entry = roles._entry(model)
+            entry = roles.entry(model)
             kind = (entry.train or {}).get("kind") if entry is not None else None
             if kind in CLASSIFIER_TARGETS:
                 targets[model] = CLASSIFIER_TARGETS[kind]
