@@ -224,7 +224,7 @@ def accuracy_target_misses(metrics: dict[str, float], targets: dict[str, float])
 
 
 def _targets_result(table: str, df: pd.DataFrame, partition: dict) -> dg.AssetCheckResult:
-    from www_assets.world import CLASSIFIER_TARGETS, CLIP_TARGETS
+    from www_assets.world import CLIP_TARGETS, classifier_target
 
     metrics = dict(zip(df["metric"], df["value"].astype(float)))
     if table == "world_clip":
@@ -233,15 +233,14 @@ def _targets_result(table: str, df: pd.DataFrame, partition: dict) -> dg.AssetCh
         from www_resources.registry import RegistryError, get_model
 
         try:
-            train = get_model(partition["model"]).train or {}
+            target = classifier_target(get_model(partition["model"]))
         except RegistryError as err:
             return dg.AssetCheckResult(check_name="accuracy_targets", passed=False, severity=dg.AssetCheckSeverity.WARN,
                                        metadata={"problems": str(err)})
-        kind = train.get("kind")
-        if kind not in CLASSIFIER_TARGETS:
+        if target is None:
             return dg.AssetCheckResult(check_name="accuracy_targets", passed=True,
                                        metadata={"targets": "none: the model is not trained by the pipeline"})
-        targets = {"test_accuracy": CLASSIFIER_TARGETS[kind]}
+        targets = {"test_accuracy": target}
     misses = accuracy_target_misses(metrics, targets)
     return dg.AssetCheckResult(
         check_name="accuracy_targets", passed=not misses, severity=dg.AssetCheckSeverity.WARN,

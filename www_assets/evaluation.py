@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from www_assets.common import image_markdown, model_entry, table_metadata
+from www_assets.methods.tables import REFERENCE_METHODS
 from www_assets.partitions import concept_set_key, model_concepts
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
 
@@ -189,12 +190,15 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
     return df
 
 
-SUMMARY_REFERENCES = ("clip_dissect", "www")
-
 ROLE_TITLES = {
     "final": "Final-layer neurons, judged against their class's names",
     "hidden": "Hidden neurons (the head's input), judged against the world attribute that best predicts them",
 }
+
+
+def role_rank(role: str) -> int:
+    """Display order of a layer role: final layer, hidden layer, then any other layer."""
+    return list(ROLE_TITLES).index(role) if role in ROLE_TITLES else len(ROLE_TITLES)
 
 
 class LayerRoles:
@@ -225,8 +229,7 @@ class LayerRoles:
         return f"layer {layer}"
 
     def order(self, model: str, layer: str) -> tuple:
-        role = self.role(model, layer)
-        return (list(ROLE_TITLES).index(role) if role in ROLE_TITLES else len(ROLE_TITLES), layer)
+        return (role_rank(self.role(model, layer)), layer)
 
     def first_concept_set(self, model: str, available) -> str:
         """The first of the model's registry concept sets that is `available` (else the first sorted)."""
@@ -247,7 +250,7 @@ def results_by_role(summary: pd.DataFrame, heading_level: int = 3, ablations: bo
     role = [roles.role(m, l) for m, l in zip(summary["model"], summary["layer"])]
     tagged = summary.assign(role=role)
     sections = []
-    for name in sorted(set(role), key=lambda r: (list(ROLE_TITLES).index(r) if r in ROLE_TITLES else 9, r)):
+    for name in sorted(set(role), key=lambda r: (role_rank(r), r)):
         rows = tagged[tagged["role"] == name]
         layers = ", ".join(f"`{m}` {l}" for m, l in sorted(set(zip(rows["model"], rows["layer"]))))
         title = f"{ROLE_TITLES.get(name, name.capitalize())} ({layers})"
@@ -259,7 +262,7 @@ def results_by_role(summary: pd.DataFrame, heading_level: int = 3, ablations: bo
 def summarize_concept_eval(per_neuron: pd.DataFrame) -> pd.DataFrame:
     """Mean +- standard error of every metric per model x concept set x layer x method over its
     neurons, and the p-value of a paired t-test (pairs = the same neuron) of each method against
-    each reference method (`SUMMARY_REFERENCES`); NaN against itself or an absent reference."""
+    each reference method (`REFERENCE_METHODS`); NaN against itself or an absent reference."""
     from www_assets.methods.metrics import mean_stderr, paired_t_test
 
     rows = []
@@ -269,16 +272,16 @@ def summarize_concept_eval(per_neuron: pd.DataFrame) -> pd.DataFrame:
             for metric in METRICS:
                 mean, stderr, n = mean_stderr(g[metric].to_numpy(float))
                 p = {}
-                for ref in SUMMARY_REFERENCES:
+                for ref in REFERENCE_METHODS:
                     if ref in wide and ref != method:
                         common = g.index.intersection(wide[ref].index)
                         p[ref] = paired_t_test(g.loc[common, metric].to_numpy(float),
                                                wide[ref].loc[common, metric].to_numpy(float))[1]
                     else:
                         p[ref] = np.nan
-                rows.append((model, cset, layer, method, metric, mean, stderr, n, *(p[r] for r in SUMMARY_REFERENCES)))
+                rows.append((model, cset, layer, method, metric, mean, stderr, n, *(p[r] for r in REFERENCE_METHODS)))
     summary = pd.DataFrame(rows, columns=["model", "concept_set", "layer", "method", "metric", "mean", "stderr", "n",
-                                          *(f"p_value_vs_{r}" for r in SUMMARY_REFERENCES)])
+                                          *(f"p_value_vs_{r}" for r in REFERENCE_METHODS)])
     summary["n"] = summary["n"].astype(np.int32)
     return summary
 
@@ -336,7 +339,7 @@ def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, 
     regroup the same rows, stay in data/artifacts/results.md and the UI), and misprediction
     detection. Each frame is a table of the catalog; None or empty leaves its part out."""
     from www_assets.methods.tables import detection_markdown, training_markdown
-    from www_assets.world import CLASSIFIER_TARGETS, CLIP_TARGETS
+    from www_assets.world import CLIP_TARGETS, classifier_target
 
     head = "#" * heading_level
     parts = []
@@ -345,9 +348,8 @@ def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, 
         targets = {}
         for model in training["model"].unique():
             entry = roles.entry(model)
-            kind = (entry.train or {}).get("kind") if entry is not None else None
-            if kind in CLASSIFIER_TARGETS:
-                targets[model] = CLASSIFIER_TARGETS[kind]
+            if entry is not None and (target := classifier_target(entry)) is not None:
+                targets[model] = target
         parts += [f"{head} Trained models", "", training_markdown(training, targets, clip, CLIP_TARGETS), ""]
     parts.append(results_by_role(summary, heading_level=heading_level, ablations=False))
     if detection is not None and len(detection):

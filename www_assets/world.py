@@ -15,6 +15,12 @@ CLIP_TARGETS = {"zero_shot_accuracy": 0.85, "retrieval_part": 0.80, "retrieval_c
                 "retrieval_background": 0.80}
 
 
+def classifier_target(entry) -> float | None:
+    """The test accuracy a registry entry's model must reach: by its `train.kind`; None for
+    models the pipeline does not train."""
+    return CLASSIFIER_TARGETS.get((entry.train or {}).get("kind"))
+
+
 class WorldSettings(dg.Config):
     """Size of the world; the defaults are the ones the README's numbers come from."""
 
