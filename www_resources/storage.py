@@ -17,6 +17,12 @@ up in queries without touching the catalog; the catalog file changes only when a
 DuckDB lets one process open a file read-write and then locks out every other process, readers
 included, so writers hold their connection for milliseconds and everybody retries briefly on a
 lock conflict.
+
+Queries run in a sandbox: the catalog is opened read-only, DuckDB may touch files only under the
+warehouse (`allowed_directories`; the catalog file itself is always allowed), external access is
+off (no other files, no extensions, no ATTACH) and the configuration is locked, so a query cannot
+switch any of that back on. Only SELECT statements (and EXPLAIN of one) run: inside the warehouse
+DuckDB could otherwise write, e.g. `COPY ... TO` over a partition file.
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ _DATA_FILE = "data.parquet"
 
 class StorageError(RuntimeError):
     """A table could not be written or read as declared."""
+
+
+class QueryRefused(StorageError):
+    """A query tried to leave the sandbox: write, read files outside the warehouse, load or
+    attach something, or change a setting. The message is one line."""
 
 
 def check_slug(value: str, what: str) -> str:
@@ -108,18 +119,30 @@ def to_arrow(spec: TableSpec, df: pd.DataFrame) -> pa.Table:
 
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a hidden temporary file beside `path`, fsync it, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write to a hidden temporary file beside `path`, fsync it, then rename it into place.
+
+    Any failure (read-only folder, full disk, quota) raises a StorageError naming `path` and
+    leaves the file that was there untouched; the temporary file is removed.
+    """
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as sink:
             pq.write_table(table, sink, compression="zstd")
             sink.flush()
             os.fsync(sink.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+        raise StorageError(
+            f"could not write {path}: {err.strerror or err} (errno {err.errno}); {kept}. "
+            "Check that the warehouse folder is writable and has free space."
+        ) from err
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # a read-only folder: the temporary file could not have been created
+            pass
 
 
 @dataclass(frozen=True)
@@ -236,6 +259,42 @@ def _duckdb_connect(path: Path, read_only: bool, timeout_s: float):
             delay = min(delay * 2, 0.5)
 
 
+# statement types a query may run; EXPLAIN only of a SELECT (EXPLAIN ANALYZE executes its statement)
+_READ_STATEMENTS = {"SELECT"}
+_EXPLAIN_PREFIX = re.compile(r"^\s*explain\s+(?:analy[sz]e\s+)?(?:\([^)]*\)\s*)?", re.IGNORECASE)
+
+
+def sandbox(con, allowed_dirs: Iterable[Path]) -> None:
+    """Confine a DuckDB connection: files only under `allowed_dirs` (plus its own database file),
+    no external access (other files, extensions, ATTACH), then lock the configuration so no
+    statement can undo this. The order matters: DuckDB refuses to widen `allowed_directories`
+    once external access is off."""
+    folders = []
+    for folder in allowed_dirs:
+        for form in {Path(folder).absolute(), Path(folder).resolve()}:
+            folders.append("'" + (form.as_posix().rstrip("/") + "/").replace("'", "''") + "'")
+    con.execute(f"SET allowed_directories = [{', '.join(folders)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+def check_read_only_sql(con, sql: str) -> None:
+    """Raise QueryRefused unless every statement of `sql` is a SELECT or an EXPLAIN of one."""
+    for statement in con.extract_statements(sql):
+        kind = statement.type.name
+        if kind == "EXPLAIN":
+            inner = _EXPLAIN_PREFIX.sub("", statement.query, count=1)
+            if inner != statement.query and all(s.type.name in _READ_STATEMENTS for s in con.extract_statements(inner)):
+                continue
+        elif kind in _READ_STATEMENTS:
+            continue
+        first = " ".join(statement.query.split())[:60]
+        raise QueryRefused(
+            f"refused: {kind} statement ({first!r}); the catalog answers SELECT queries only "
+            "(and EXPLAIN of one)"
+        )
+
+
 def _view_sql(table: str, root: Path) -> str:
     glob = (Path(root).resolve() / table / "**" / "*.parquet").as_posix().replace("'", "''")
     return (
@@ -255,7 +314,7 @@ class Catalog:
     def views(self) -> set[str]:
         if not Path(self.path).exists():
             return set()
-        con = _duckdb_connect(self.path, True, self.lock_timeout_s)
+        con = self.reader()
         try:
             rows = con.execute(
                 "select view_name from duckdb_views() where not internal"
@@ -294,15 +353,41 @@ class Catalog:
         os.replace(tmp, self.path)
         return tables
 
+    def reader(self):
+        """A read-only connection to the catalog that can read the warehouse and nothing else
+        (see the module docstring); the caller closes it."""
+        con = _duckdb_connect(self.path, True, self.lock_timeout_s)
+        try:
+            sandbox(con, [self.warehouse.root])
+        except BaseException:
+            con.close()
+            raise
+        return con
+
     def query(self, sql: str) -> pd.DataFrame:
-        """Run a read-only query against the catalog."""
+        """Run a read-only query against the catalog, in the sandbox.
+
+        Raises QueryRefused (one line) for anything but reading the catalog's views and the
+        warehouse's files; other DuckDB errors (syntax, missing columns) pass through.
+        """
+        import duckdb
+
         if not Path(self.path).exists():
             raise StorageError(
                 f"no catalog at {self.path}: materialize some assets first, or run `www catalog rebuild`"
             )
-        con = _duckdb_connect(self.path, True, self.lock_timeout_s)
+        con = self.reader()
         try:
+            check_read_only_sql(con, sql)
             return con.execute(sql).df()
+        except (duckdb.PermissionException, duckdb.InvalidInputException) as err:
+            message = " ".join(str(err).split())
+            if isinstance(err, duckdb.PermissionException) or "configuration has been locked" in message:
+                raise QueryRefused(
+                    f"refused: {message.split(' LINE ')[0]} (queries read the catalog's views and the files "
+                    f"under {Path(self.warehouse.root).resolve()} only)"
+                ) from None
+            raise
         finally:
             con.close()
 
