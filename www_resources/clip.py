@@ -236,7 +236,9 @@ def _load_clip_checkpoint(spec: str, ms: ModelSpec, base_dir: Path | None, devic
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelUnavailableError(f"CLIP checkpoint {path} cannot be read with torch.load(weights_only=True): {err}") from err
+        from www_resources.checkpoint_safety import checkpoint_load_error
+
+        raise ModelUnavailableError(f"CLIP {checkpoint_load_error(path, err)}") from err
     if not isinstance(content, dict) or content.get("format") != CLIP_CHECKPOINT_FORMAT:
         found = content.get("format") if isinstance(content, dict) else type(content).__name__
         raise ModelUnavailableError(

@@ -510,10 +510,9 @@ def read_checkpoint(spec: str | ModelSpec, base_dir: Path | None = None) -> tupl
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ModelUnavailableError(
-            f"checkpoint {path} cannot be read with torch.load(weights_only=True): {err}. "
-            "Save a state_dict (tensors, numbers, strings, lists, dicts), e.g. with www_resources.zoo.save_checkpoint."
-        ) from err
+        from www_resources.checkpoint_safety import checkpoint_load_error
+
+        raise ModelUnavailableError(checkpoint_load_error(path, err)) from err
     return path, content
 
 

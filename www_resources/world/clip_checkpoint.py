@@ -68,7 +68,12 @@ def _load(path: str | Path, expected_format: str) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        from www_resources.checkpoint_safety import checkpoint_load_error
+
+        raise ValueError(checkpoint_load_error(path, err)) from err
     found = checkpoint.get("format") if isinstance(checkpoint, dict) else None
     if found != expected_format:
         raise ValueError(f"{path} is not a {expected_format} checkpoint (format: {found!r})")
