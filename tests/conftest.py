@@ -48,6 +48,8 @@ def register_model(www_data_dir):
             "clip": "openclip:ViT-B-32?pretrained=openai",
             **fields,
         }
+        if entry["probe_set"] == "imagefolder:probe":
+            (www_data_dir / "probe").mkdir(exist_ok=True)  # the registry checks that it exists
         path = www_data_dir / "models" / f"{name}.yaml"
         path.write_text(yaml.safe_dump(entry, sort_keys=False))
         sets_file = www_data_dir / "concept_sets.yaml"

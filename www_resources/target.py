@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from www_resources.registry import WORLD_PREPROCESSING, ModelEntry, resolve_data_path
+from www_resources.registry import WORLD_PREPROCESSING, ModelEntry, check_layers, resolve_data_path
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,7 @@ class TargetModel:
         self.module = load_model(
             entry.model, architecture=entry.architecture, base_dir=resolve_data_path(".")
         ).to(device=device, dtype=self.dtype).eval()
+        check_layers(entry, [name for name, _ in self.module.named_modules()])
         self.num_prefix_tokens = num_prefix_tokens(self.module)
         self._mean = torch.tensor(self.pre.mean, device=device, dtype=self.dtype).view(1, 3, 1, 1)
         self._std = torch.tensor(self.pre.std, device=device, dtype=self.dtype).view(1, 3, 1, 1)
