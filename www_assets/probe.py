@@ -23,26 +23,45 @@ WORLD_DEPS = ["world_scenes", "model_training"]
 def probe_images(context: dg.AssetExecutionContext) -> pd.DataFrame:
     """The probe set of the model: one row per image with its label, and whether it decodes.
 
-    Unreadable files are kept with `readable = false` and the error, so nothing is dropped
-    silently; later steps skip them.
+    Every file is decoded as the forward pass will decode it (`www_resources.probes.open_rgb`).
+    Files that are not used (decompression bombs, files that are not images, empty files, symlink
+    loops, corrupt data) are kept with `readable = false` and the reason in `error`, so nothing
+    is dropped silently; later steps skip them. The metadata counts them by reason, and counts
+    the files that needed an adjustment to be used (EXIF rotation, alpha, 16 bits, ...).
     """
-    from www_resources.probes import check_readable, open_probe_set
+    from www_resources.probes import inspect_image, open_probe_set
 
     entry = model_entry(context)
     probe = open_probe_set(entry.probe_set)
     manifest = probe.manifest()
     progress = Progress(context, "checking images")
-    errors = []
+    errors, refused, adjusted = [], {}, {}
     for i, path in enumerate(manifest["path"]):
-        errors.append(check_readable(path))
+        check = inspect_image(path)
+        errors.append(check.error)
+        if check.reason:
+            refused[check.reason] = refused.get(check.reason, 0) + 1
+        for note in check.adjustments:
+            adjusted[note] = adjusted.get(note, 0) + 1
         progress(i + 1, len(manifest))
     manifest["error"] = errors
     manifest["readable"] = manifest["error"].isna()
     manifest["probe_set"] = entry.probe_set
     bad = manifest[~manifest["readable"]]
     if len(bad):
-        context.log.warning(f"{len(bad)} unreadable image(s), first: {bad['path'].iloc[0]}: {bad['error'].iloc[0]}")
-    context.add_output_metadata(table_metadata(manifest, unreadable=len(bad), classes=int(manifest["label"].nunique())))
+        context.log.warning(
+            f"{len(bad)} image(s) not used ({', '.join(f'{n} {r}' for r, n in sorted(refused.items()))}); "
+            f"first: {bad['path'].iloc[0]}: {bad['error'].iloc[0]}"
+        )
+    context.add_output_metadata(
+        table_metadata(
+            manifest,
+            unreadable=len(bad),
+            refused_by_reason=dg.MetadataValue.json(dict(sorted(refused.items()))),
+            adjusted=dg.MetadataValue.json(dict(sorted(adjusted.items()))),
+            classes=int(manifest["label"].nunique()),
+        )
+    )
     return manifest[["probe_set", "image_id", "path", "label", "label_name", "split", "readable", "error"]]
 
 
