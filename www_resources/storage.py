@@ -118,12 +118,25 @@ def to_arrow(spec: TableSpec, df: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a hidden temporary file beside `path`, fsync it, then rename it into place.
+def _write_failed(path: Path, err: OSError) -> StorageError:
+    kept = "the previous file is unchanged" if path.exists() else "nothing was written"
+    return StorageError(
+        f"could not write {path}: {err.strerror or err} (errno {err.errno}); {kept}. "
+        "Check that the warehouse folder is writable and has free space."
+    )
 
-    Any failure (read-only folder, full disk, quota) raises a StorageError naming `path` and
-    leaves the file that was there untouched; the temporary file is removed.
-    """
+
+def _discard(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:  # a read-only folder: the temporary file could not have been created
+        pass
+
+
+def _write_temporary(table: pa.Table, path: Path) -> Path:
+    """Write `table` to a hidden temporary file beside `path` and fsync it; returns its path.
+    A failure (read-only folder, full disk, quota) removes it and raises a StorageError naming
+    `path`."""
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,18 +144,27 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
             pq.write_table(table, sink, compression="zstd")
             sink.flush()
             os.fsync(sink.fileno())
+        return tmp
+    except OSError as err:
+        _discard(tmp)
+        raise _write_failed(path, err) from err
+
+
+def _put_in_place(tmp: Path, path: Path) -> None:
+    try:
         os.replace(tmp, path)
     except OSError as err:
-        kept = "the previous file is unchanged" if path.exists() else "nothing was written"
-        raise StorageError(
-            f"could not write {path}: {err.strerror or err} (errno {err.errno}); {kept}. "
-            "Check that the warehouse folder is writable and has free space."
-        ) from err
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:  # a read-only folder: the temporary file could not have been created
-            pass
+        _discard(tmp)
+        raise _write_failed(path, err) from err
+
+
+def write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    """Write to a hidden temporary file beside `path`, fsync it, then rename it into place.
+
+    Any failure (read-only folder, full disk, quota) raises a StorageError naming `path` and
+    leaves the file that was there untouched; the temporary file is removed.
+    """
+    _put_in_place(_write_temporary(table, path), path)
 
 
 @dataclass(frozen=True)
@@ -179,13 +201,29 @@ class Warehouse:
         keep_columns = [c for c in df.columns if c not in spec.file_by]
         file_spec = spec.without(spec.file_by)
         groups = df.groupby(list(spec.file_by), sort=True) if len(df) else []
-        for values, group in groups:
-            values = values if isinstance(values, tuple) else (values,)
-            sub = folder
-            for column, value in zip(spec.file_by, values):
-                sub = sub / f"{column}={check_slug(str(value), column)}"
-            path = sub / _DATA_FILE
-            write_parquet_atomic(to_arrow(file_spec, group[keep_columns].reset_index(drop=True)), path)
+        # every file is written to its temporary first, and renamed into place only when all are
+        # written: a full disk fails before any file of the partition changes
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for values, group in groups:
+                values = values if isinstance(values, tuple) else (values,)
+                sub = folder
+                for column, value in zip(spec.file_by, values):
+                    sub = sub / f"{column}={check_slug(str(value), column)}"
+                path = sub / _DATA_FILE
+                table_part = to_arrow(file_spec, group[keep_columns].reset_index(drop=True))
+                staged.append((_write_temporary(table_part, path), path))
+        except BaseException:
+            for tmp, _ in staged:
+                _discard(tmp)
+            raise
+        for number, (tmp, path) in enumerate(staged):
+            try:
+                _put_in_place(tmp, path)
+            except StorageError:
+                for later, _ in staged[number + 1:]:
+                    _discard(later)
+                raise
             written.append(path)
         # files of sub-keys that the new content no longer has (e.g. a layer removed from the config)
         fresh = {p.parent for p in written}
