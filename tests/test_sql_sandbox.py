@@ -112,3 +112,15 @@ def test_www_sql_reports_a_refusal_in_one_line(store, monkeypatch, capsys):
     assert "hunter2" not in err
     assert cli.main(["sql", "select count(*) n from predictions", "--format", "csv"]) == 0
     assert capsys.readouterr().out.split() == ["n", "3"]
+
+
+def test_two_readers_open_at_once_in_one_process(store):
+    """DuckDB shares one instance among a process's connections to a file: the second reader finds
+    the sandbox (and its locked settings) in place and works."""
+    catalog, secret = store
+    first = catalog.reader()
+    try:
+        assert catalog.query("select count(*) n from predictions")["n"].iloc[0] == 3
+        refused(catalog, f"select * from read_csv('{secret}')")
+    finally:
+        first.close()

@@ -307,11 +307,26 @@ def sandbox(con, allowed_dirs: Iterable[Path]) -> None:
     no external access (other files, extensions, ATTACH), then lock the configuration so no
     statement can undo this. The order matters: DuckDB refuses to widen `allowed_directories`
     once external access is off."""
-    folders = []
-    for folder in allowed_dirs:
-        for form in {Path(folder).absolute(), Path(folder).resolve()}:
-            folders.append("'" + (form.as_posix().rstrip("/") + "/").replace("'", "''") + "'")
-    con.execute(f"SET allowed_directories = [{', '.join(folders)}]")
+    folders = sorted({
+        form.as_posix().rstrip("/") + "/"
+        for folder in allowed_dirs
+        for form in (Path(folder).absolute(), Path(folder).resolve())
+    })
+    external, locked, allowed = con.execute(
+        "select current_setting('enable_external_access'), current_setting('lock_configuration'), "
+        "current_setting('allowed_directories')"
+    ).fetchone()
+    if locked:
+        # DuckDB shares one database instance among the open connections to a file in a process:
+        # a second reader finds the first one's sandbox in place and cannot (need not) set it again
+        if external or not set(folders) <= set(allowed or []):
+            raise StorageError(
+                f"the catalog is open in this process with other settings (external access {external}, "
+                f"allowed directories {allowed}); close that connection first"
+            )
+        return
+    quoted = ", ".join("'" + f.replace("'", "''") + "'" for f in folders)
+    con.execute(f"SET allowed_directories = [{quoted}]")
     con.execute("SET enable_external_access = false")
     con.execute("SET lock_configuration = true")
 
