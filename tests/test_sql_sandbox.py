@@ -61,7 +61,7 @@ def refused(catalog, sql: str) -> str:
         ("select * from read_text('/etc/hostname')", "Cannot access file"),
         ("select * from read_csv('{root}/../../secret.csv')", "Cannot access file"),  # climbing out by '..'
         ("select * from glob('/etc/*')", "Cannot access file"),
-        ("install httpfs", "LOAD statement ('install"),  # DuckDB files INSTALL under LOAD
+        ("install httpfs", "INSTALL statement"),
         ("load httpfs", "LOAD statement"),
         ("attach '{out_db}' as other", "ATTACH statement"),
         ("set enable_external_access = true", "SET statement"),

@@ -342,9 +342,10 @@ def check_read_only_sql(con, sql: str) -> None:
         elif kind in _READ_STATEMENTS:
             continue
         first = " ".join(statement.query.split())[:60]
+        word = first.split(" ", 1)[0].upper() if first else kind  # INSTALL is filed under LOAD
         raise QueryRefused(
-            f"refused: {kind} statement ({first!r}); the catalog answers SELECT queries only "
-            "(and EXPLAIN of one)"
+            f"refused: {word if word.isalpha() else kind} statement ({first!r}); the catalog answers "
+            "SELECT queries only (and EXPLAIN of one)"
         )
 
 
