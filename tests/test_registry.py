@@ -149,7 +149,7 @@ def test_layers_are_checked_against_the_loaded_model(tmp_path, probe):
     assert message.startswith(f"{entry.source_file}: field 'layers[1]': the model has no layer 'layer5' (did you mean 'layer4'")
     assert "field 'head': the model has no layer 'classifier'" in message
     # the layers it has: the top-level ones, and how many nested ones there are
-    assert "has: conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4, avgpool, fc and " in message
+    assert "has: conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4, avgpool, fc and 57 nested ones such as 'layer3.0.conv1'" in message
     check_layers(parse_model_file(write(tmp_path, "ok", good("ok", probe)), SETS), names)  # nothing raised
 
 

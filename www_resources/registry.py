@@ -295,8 +295,9 @@ def check_layers(entry: ModelEntry, module_names: list[str]) -> None:
         problems.append(f"field '{key}': the model has no layer {layer!r}"
                         + (f" (did you mean {', '.join(map(repr, close))}?)" if close else ""))
     top = [n for n in names if "." not in n]
+    nested = [n for n in names if "." in n]
     listing = ", ".join(names) if len(names) <= 60 else (
-        f"{', '.join(top)} and {len(names) - len(top)} nested ones such as {names[len(names) // 2]!r}"
+        f"{', '.join(top)} and {len(nested)} nested ones such as {nested[len(nested) // 2]!r}"
     )
     raise _fail(entry.source_file, "; ".join(problems) + f". The model {entry.model!r} has: {listing}")
 
