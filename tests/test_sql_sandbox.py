@@ -61,6 +61,9 @@ def refused(catalog, sql: str) -> str:
         ("select * from read_text('/etc/hostname')", "Cannot access file"),
         ("select * from read_csv('{root}/../../secret.csv')", "Cannot access file"),  # climbing out by '..'
         ("select * from glob('/etc/*')", "Cannot access file"),
+        ("select * from sniff_csv('{secret}')", "Cannot access file"),  # read files with access off before
+        ("select * from read_blob('/etc/hostname')", "Cannot access file"),
+        ("select * from read_csv('http://127.0.0.1:9/x.csv')", "Cannot access file"),  # the network
         ("install httpfs", "INSTALL statement"),
         ("load httpfs", "LOAD statement"),
         ("attach '{out_db}' as other", "ATTACH statement"),
