@@ -1,0 +1,281 @@
+"""HINT: hierarchy, responsible regions, classifier samples, the Shapley estimator, boxes and IoU."""
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from www_assets.methods import hint
+
+
+# --- the concept hierarchy -----------------------------------------------------------------------
+
+
+def test_world_paths_give_the_four_level_tree():
+    from www_resources.world import CLASS_SPECS, class_path
+
+    names = [c.name for c in CLASS_SPECS]
+    tree = hint.hierarchy_from_paths([class_path(n) for n in names], names).set_index("concept")
+    assert len(tree) == 24 + 6 + 2 + 1
+    assert tree.loc["thing", "depth"] == 0 and tree.loc["thing", "parent"] is None
+    assert tree.loc["vehicle", "parent"] == "artifact" and tree.loc["vehicle", "depth"] == 2
+    assert tree.loc["vehicle", "class_names"] == ["car", "truck", "bus", "airplane"]
+    assert tree.loc["shark", "parent"] == "sea animal" and tree.loc["shark", "depth"] == 3
+    assert tree.loc["organism", "n_classes"] == 12 and not tree.loc["organism", "is_class"]
+
+
+def test_nodes_covering_one_class_are_pruned_and_parents_skip_them():
+    paths = [["root", "a", "a1", "x"], ["root", "a", "y"], ["root", "b", "b1", "z"]]
+    tree = hint.hierarchy_from_paths(paths, ["x", "y", "z"]).set_index("concept")
+    assert sorted(tree.index) == ["a", "root", "x", "y", "z"]  # a1, b and b1 cover one class each
+    assert tree.loc["x", "parent"] == "a" and tree.loc["x", "depth"] == 2
+    assert tree.loc["z", "parent"] == "root" and tree.loc["z", "depth"] == 1
+    assert tree.loc["a", "classes"] == [0, 1]
+
+
+@pytest.fixture
+def wordnet(tmp_path_factory, monkeypatch):
+    import nltk
+
+    from www_resources import wordnet_setup
+    from www_resources.concept_sets import WordNetUnavailableError, wordnet_reader
+
+    try:
+        return wordnet_reader()
+    except WordNetUnavailableError:
+        pass
+    if not (wordnet_setup.DEBIAN_WORDNET_DIR / "data.noun").is_file():
+        pytest.skip("WordNet is not installed for nltk and Debian's wordnet-base is missing "
+                    "(python -m www_resources.wordnet_setup; CI installs it)")
+    root = tmp_path_factory.mktemp("nltk_data")
+    wordnet_setup.copy_database(wordnet_setup.DEBIAN_WORDNET_DIR, root)
+    monkeypatch.setattr(nltk.data, "path", [str(root), *nltk.data.path])
+    return wordnet_reader()
+
+
+def test_wordnet_hierarchy_of_three_imagenet_classes(wordnet):
+    wnids = ["n02085620", "n02123045", "n04285008"]  # Chihuahua, tabby cat, sports car
+    paths, names = hint.wordnet_class_paths(wnids, wordnet)
+    assert [p[-1] for p in paths] == ["chihuahua.n.03", "tabby.n.01", "sports_car.n.01"]
+    tree = hint.hierarchy_from_paths(paths, ["Chihuahua", "tabby", "sports car"], names=names).set_index("concept")
+    # dog and cat meet at the carnivores; every class is a whole object
+    assert tree.loc["carnivore.n.01", "classes"] == [0, 1]
+    assert tree.loc["whole.n.02", "classes"] == [0, 1, 2]
+    assert tree.loc["entity.n.01", "depth"] == 0
+    assert "dog.n.01" not in tree.index and "car.n.01" not in tree.index  # one class each
+    assert tree.loc["chihuahua.n.03", "parent"] == "carnivore.n.01"
+    assert tree.loc["tabby.n.01", "parent"] == "carnivore.n.01"
+    assert tree.loc["sports_car.n.01", "parent"] == "whole.n.02"
+    assert tree.loc["carnivore.n.01", "name"] == "carnivore"
+
+
+def test_wordnet_hierarchy_rejects_folders_that_are_not_wnids():
+    with pytest.raises(ValueError, match="not a WordNet noun id"):
+        hint.wordnet_class_paths(["cats"], wordnet=None)
+
+
+# --- responsible regions -------------------------------------------------------------------------
+
+
+class HandModel(nn.Module):
+    """layer -> ReLU -> logits = sum over channels and positions of W[k] * relu(features)."""
+
+    def __init__(self, weights: torch.Tensor):
+        super().__init__()
+        self.layer = nn.Identity()
+        self.relu = nn.ReLU()
+        self.register_buffer("w", weights)  # (K, C, h, w)
+
+    def forward(self, x):
+        return torch.einsum("bchw,kchw->bk", self.relu(self.layer(x)), self.w)
+
+
+def _hand_weights():
+    w = torch.zeros(2, 3, 4, 4)
+    w[0, :, 1, 2] = 1.0  # positive evidence for class 0 at (1, 2)
+    w[0, :, 3, 0] = 1.0  # and at (3, 0)
+    w[0, :, 0, 0] = -1.0  # negative evidence at (0, 0)
+    w[1, :, 2, 2] = 0.5
+    return w
+
+
+def test_saliency_finds_the_positions_the_class_reads():
+    model = HandModel(_hand_weights())
+    x = torch.rand(2, 3, 4, 4) + 0.1  # positive, so the ReLU passes everything
+    objective = lambda logits: logits[:, 0].sum()[None]
+    _, (guided,) = hint.layer_gradients(model, model.layer, x, objective, guided=True)
+    _, (vanilla,) = hint.layer_gradients(model, model.layer, x, objective, guided=False)
+    expected_guided = np.zeros((4, 4), bool)
+    expected_guided[1, 2] = expected_guided[3, 0] = True
+    expected_vanilla = expected_guided.copy()
+    expected_vanilla[0, 0] = True  # the negative evidence has the same gradient norm
+    for b in range(2):
+        assert (hint.responsible_positions(hint.position_saliency(guided))[b].numpy() == expected_guided).all()
+        assert (hint.responsible_positions(hint.position_saliency(vanilla))[b].numpy() == expected_vanilla).all()
+    # the gradient itself is the weight: sqrt(3) at the read positions
+    assert torch.allclose(vanilla[0].pow(2).sum(0).sqrt()[1, 2], torch.tensor(math.sqrt(3.0)))
+
+
+def test_saliency_normalisation_by_the_percentile():
+    g = torch.zeros(1, 1, 2, 5)
+    g[0, 0, 0] = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    g[0, 0, 1] = torch.tensor([5.0, 6.0, 7.0, 8.0, 10.0])
+    s = hint.position_saliency(g, percentile=50.0)  # median of 0..8,10 = 4.5, min 0
+    assert torch.allclose(s.flatten(), (torch.tensor([0, 1, 2, 3, 4, 5, 6, 7, 8, 10.0]) / 4.5).clamp(0, 1))
+    assert hint.position_saliency(torch.zeros(1, 3, 2, 2)).sum() == 0  # flat: nothing responsible
+
+
+def test_vit_default_layer_is_the_input_of_the_last_block():
+    from www_resources.world import build_classifier
+
+    vit = build_classifier("vit", 4, 32, depth=3, embed_dim=32, num_heads=2)
+    assert hint.default_hint_layer(vit, "norm") == "blocks.1"
+    assert hint.default_hint_layer(vit, "blocks.0") == "blocks.0"
+    cnn = build_classifier("cnn", 4, 32)
+    assert hint.default_hint_layer(cnn, "layer4") == "layer4"
+
+
+# --- classifier samples --------------------------------------------------------------------------
+
+
+def test_classifier_samples_positives_and_negatives():
+    own = np.arange(2 * 3 * 2, dtype=float).reshape(2, 3, 2)  # 2 images, 3 positions, 2 neurons
+    own_resp = np.array([[True, False, False], [False, True, True]])
+    sib = 100 + np.arange(1 * 3 * 2, dtype=float).reshape(1, 3, 2)
+    sib_resp = np.array([[False, True, False]])
+    X, y = hint.classifier_samples(own, own_resp, sib, sib_resp)
+    assert y.tolist() == [1, 1, 1, 0, 0, 0, 0, 0, 0]
+    assert X[:3].tolist() == [[0, 1], [8, 9], [10, 11]]  # the concept's responsible positions
+    assert X[3].tolist() == [102, 103]  # the sibling's responsible position
+    assert sorted(map(tuple, X[4:].tolist())) == [(2, 3), (4, 5), (6, 7), (100, 101), (104, 105)]
+
+
+def test_concept_classifier_learns_a_separable_concept_and_keeps_neuron_ids():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(400, 6))
+    y = (X[:, 4] > 0).astype(np.int8)
+    clf = hint.train_concept_classifier(X, y, neurons=np.array([1, 4]))
+    assert clf.heldout_accuracy > 0.95 and clf.train_accuracy > 0.95
+    assert np.count_nonzero(clf.weights) <= 2 and clf.weights[4] > 0
+    assert clf.weights[0] == clf.weights[2] == clf.weights[3] == clf.weights[5] == 0
+
+
+# --- Shapley values --------------------------------------------------------------------------------
+
+
+def _exact_shapley(value, x):
+    """Shapley values of the game S -> value(x with only S kept), by enumerating every coalition."""
+    d = len(x)
+    phi = np.zeros(d)
+    for j in range(d):
+        others = [k for k in range(d) if k != j]
+        for size in range(d):
+            weight = math.factorial(size) * math.factorial(d - size - 1) / math.factorial(d)
+            for subset in itertools.combinations(others, size):
+                mask = np.zeros(d)
+                mask[list(subset)] = 1
+                with_j = mask.copy()
+                with_j[j] = 1
+                phi[j] += weight * (value(x * with_j) - value(x * mask))
+    return phi
+
+
+def test_sampled_shapley_converges_to_the_exact_values_of_a_nonlinear_classifier():
+    rng = np.random.default_rng(1)
+    d, r = 5, 4
+    w = rng.normal(size=d).astype(np.float32)
+    b = -0.2
+    X = rng.normal(size=(r, d)).astype(np.float32)
+    value = lambda v: float(hint.modified_huber_proba(v @ w + b))
+    exact = np.stack([_exact_shapley(value, X[i].astype(np.float64)) for i in range(r)])  # (R, D)
+    expected = np.abs(exact).mean(axis=0)
+    assert not np.allclose(expected, hint.linear_shapley_closed_form(w, X) / 2, atol=1e-3)  # clipping matters
+    phi, per_position = hint.linear_link_shapley(torch.from_numpy(w), b, torch.from_numpy(X), 6000, seed=0)
+    assert np.abs(per_position.numpy() - exact).max() < 0.02
+    assert np.abs(phi.numpy() - expected).max() < 0.02
+
+
+def test_cumulative_sum_path_equals_the_generic_estimator():
+    rng = np.random.default_rng(2)
+    d, r = 7, 30
+    w = torch.from_numpy(rng.normal(size=d).astype(np.float32))
+    X = torch.from_numpy(rng.normal(size=(r, d)).astype(np.float32))
+    b = 0.3
+    generic = lambda masked: hint.modified_huber_proba(masked @ w + b)
+    phi_a, per_a = hint.sampled_shapley(generic, X, 50, seed=3)
+    phi_b, per_b = hint.linear_link_shapley(w, b, X, 50, seed=3, chunk=64)  # small chunks: several passes
+    assert torch.allclose(per_a, per_b, atol=1e-5) and torch.allclose(phi_a, phi_b, atol=1e-6)
+
+
+def test_linear_output_gives_the_closed_form_with_any_number_of_samples():
+    rng = np.random.default_rng(3)
+    w = rng.normal(size=6).astype(np.float32)
+    X = rng.normal(size=(20, 6)).astype(np.float32)
+    expected = hint.linear_shapley_closed_form(w, X)
+    for n_samples in (1, 3):
+        phi, _ = hint.linear_link_shapley(torch.from_numpy(w), 0.7, torch.from_numpy(X), n_samples,
+                                          link=lambda z: z, seed=n_samples)
+        assert np.allclose(phi.numpy(), expected, atol=1e-5)
+        phi, _ = hint.sampled_shapley(lambda m: m @ torch.from_numpy(w) + 0.7, torch.from_numpy(X), n_samples)
+        assert np.allclose(phi.numpy(), expected, atol=1e-5)
+
+
+def test_top_neurons_by_share():
+    phi = np.array([0.1, 0.5, 0.5, 0.0, 0.3, 0.2, 0.9, 0.05, 0.4, 0.6])
+    assert hint.top_neurons_by_share(phi, 0.1).tolist() == [6]
+    assert hint.top_neurons_by_share(phi, 0.4).tolist() == [6, 9, 1, 2]  # tie: lower id first
+    assert len(hint.top_neurons_by_share(phi, 0.8)) == 8
+
+
+# --- boxes ------------------------------------------------------------------------------------------
+
+
+def test_box_from_mask_takes_the_largest_component():
+    mask = np.zeros((8, 10), bool)
+    mask[1:3, 1:3] = True  # 4 pixels
+    mask[4:7, 5] = True  # an L of 5 pixels: (4..6, 5) and (6, 6..7)
+    mask[6, 6:8] = True
+    assert hint.box_from_mask(mask) == (5, 4, 8, 7)
+    diagonal = np.eye(3, dtype=bool)  # 4-connectivity: three components of one pixel, the first wins
+    assert hint.box_from_mask(diagonal) == (0, 0, 1, 1)
+    assert hint.box_from_mask(np.zeros((4, 4), bool)) is None
+
+
+def test_box_iou_hand_cases():
+    assert hint.box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert hint.box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert hint.box_iou((0, 0, 10, 10), (2, 2, 4, 6)) == pytest.approx(8 / 100)
+    assert hint.box_iou((0, 0, 4, 4), (4, 0, 8, 4)) == 0.0
+    assert hint.box_iou(None, (0, 0, 1, 1)) == 0.0
+
+
+def test_box_file_boxes_follow_the_probe_loader(tmp_path):
+    # 200 x 100 image, shorter side to 50, centre crop 50: the image becomes 100 x 50, crop from x = 25
+    assert hint.map_box_to_input((100, 0, 200, 100), 200, 100, 50, 50) == (25, 0, 50, 50)
+    assert hint.map_box_to_input((0, 0, 40, 20), 200, 100, 50, 50) == (0, 0, 0, 10)
+    (tmp_path / "boxes.csv").write_text("image_id,x0,y0,x1,y1\na/1.jpg,1,2,3,4\n")
+    assert hint.read_box_file(tmp_path / "boxes.csv").iloc[0].tolist() == ["a/1.jpg", 1, 2, 3, 4]
+    (tmp_path / "bad.csv").write_text("image,x0\n")
+    with pytest.raises(ValueError, match="missing column"):
+        hint.read_box_file(tmp_path / "bad.csv")
+
+
+# --- agreement ----------------------------------------------------------------------------------------
+
+
+def test_agreement_shares_against_chance():
+    import pandas as pd
+
+    tree = hint.hierarchy_from_paths([["t", "v", "car"], ["t", "v", "bus"], ["t", "cat"]], ["car", "bus", "cat"])
+    words = hint.concept_words(tree, {0: ["car", "auto"], 1: ["bus"], 2: ["cat"]})
+    assert words["v"] == {"v", "car", "auto", "bus"}
+    shapley = pd.DataFrame({"concept": "v", "neuron": [0, 1, 2, 3], "rank": [1, 2, 3, 4]})
+    rows = hint.agreement_rows(tree[tree["concept"] == "v"], shapley, 2,
+                               www_concepts={0: "auto", 1: "cat", 2: "bus", 3: "cat"},
+                               class_of_neuron={0: 0, 1: 1, 2: 2, 3: 2}, words=words).set_index("source")
+    assert rows.loc["www", "share"] == 0.5 and rows.loc["www", "chance"] == 0.5
+    assert rows.loc["class_shapley", "share"] == 1.0 and rows.loc["class_shapley", "chance"] == 0.5
