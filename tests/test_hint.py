@@ -135,6 +135,8 @@ def test_vit_default_layer_is_the_input_of_the_last_block():
     vit = build_classifier("vit", 4, 32, depth=3, embed_dim=32, num_heads=2)
     assert hint.default_hint_layer(vit, "norm") == "blocks.1"
     assert hint.default_hint_layer(vit, "blocks.0") == "blocks.0"
+    single = build_classifier("vit", 4, 32, depth=1, embed_dim=32, num_heads=2)
+    assert hint.default_hint_layer(single, "norm") == "norm_pre"
     cnn = build_classifier("cnn", 4, 32)
     assert hint.default_hint_layer(cnn, "layer4") == "layer4"
 
@@ -279,3 +281,18 @@ def test_agreement_shares_against_chance():
                                class_of_neuron={0: 0, 1: 1, 2: 2, 3: 2}, words=words).set_index("source")
     assert rows.loc["www", "share"] == 0.5 and rows.loc["www", "chance"] == 0.5
     assert rows.loc["class_shapley", "share"] == 1.0 and rows.loc["class_shapley", "chance"] == 0.5
+
+
+def test_a_layer_right_before_global_pooling_is_skipped_for_the_one_before():
+    from www_resources.world import build_classifier
+
+    torch.manual_seed(0)
+    cnn = build_classifier("cnn", 4, 32, width=8).eval()
+    x = torch.randn(3, 3, 32, 32)
+    objective = lambda logits: logits[:, 1].sum()[None]
+    _, (at_layer4,) = hint.layer_gradients(cnn, cnn.layer4, x, objective)
+    assert hint.saliency_is_flat(at_layer4)  # avgpool + fc: the same gradient at every position
+    candidates = hint.hint_layer_candidates(cnn, "layer4", ["layer4", "fc"])
+    assert candidates == ["layer4", "layer3"]
+    assert hint.choose_hint_layer(cnn, candidates, x, objective) == "layer3"
+    assert hint.hint_layer_candidates(cnn, "layer4", ["layer2", "layer3", "layer4", "fc"]) == ["layer4", "layer3", "layer2"]

@@ -56,18 +56,14 @@ def concept_hierarchy(context: dg.AssetExecutionContext) -> pd.DataFrame:
 
 
 def _hint_model(context, entry, device: TorchDevice, layer: str):
-    from www_assets.methods.hint import default_hint_layer
+    """The loaded target model, the HINT layer's name and module (`layer` as chosen before)."""
     from www_resources.target import TargetModel
 
     model = TargetModel(entry, device.torch_device(), device.torch_dtype())
-    name = layer or default_hint_layer(model.module, entry.spatial_layer)
-    if name != entry.spatial_layer and not layer:
-        context.log.info(f"HINT layer {name}: the head reads only the class token, so the patch tokens of "
-                         f"{entry.spatial_layer} carry no gradient")
     modules = dict(model.module.named_modules())
-    if name not in modules:
-        raise KeyError(f"HINT layer {name!r} is not a module of {entry.name} (config `layer`)")
-    return model, name, modules[name]
+    if layer not in modules:
+        raise KeyError(f"HINT layer {layer!r} is not a module of {entry.name} (config `layer`)")
+    return model, layer, modules[layer]
 
 
 def _sample(manifest: pd.DataFrame, per_class: int, seed: int, classes: set[int]) -> pd.DataFrame:
@@ -149,13 +145,13 @@ def responsible_regions(context: dg.AssetExecutionContext, config: RegionsConfig
     With target=class one backward pass serves every concept on the path."""
     import torch
 
-    from www_assets.methods.hint import layer_gradients, position_saliency
+    from www_assets.methods.hint import choose_hint_layer, hint_layer_candidates, layer_gradients, position_saliency
     from www_resources.probes import open_probe_set
 
     if config.target not in ("class", "concept"):
         raise ValueError(f"responsible_regions: target must be 'class' or 'concept', got {config.target!r}")
     entry = model_entry(context)
-    model, layer_name, layer = _hint_model(context, entry, device, config.layer)
+    model, _, _ = _hint_model(context, entry, device, entry.spatial_layer)
     probe = open_probe_set(entry.probe_set)
     hierarchy = concept_hierarchy.sort_values("depth")
     class_paths: dict[int, list[tuple[str, int]]] = {}
@@ -166,6 +162,20 @@ def responsible_regions(context: dg.AssetExecutionContext, config: RegionsConfig
     images, ids, _ = probe.load(rows_in, model.pre.size, model.pre.resize)
     labels = rows_in.set_index("image_id").loc[ids, "label"].to_numpy()
     n_levels = int(hierarchy["depth"].max()) + 1
+    if config.layer:
+        layer_name = config.layer
+    else:  # the spatial layer unless its gradient is the same at every position (global pooling right after)
+        candidates = hint_layer_candidates(model.module, entry.spatial_layer, entry.layers)
+        first = torch.as_tensor(labels[:device.batch_size], device=model.device)
+        layer_name = choose_hint_layer(model.module, candidates, model.to_input(images[:device.batch_size]),
+                                       lambda logits: logits.gather(1, first[:, None]).sum()[None],
+                                       num_prefix_tokens=model.num_prefix_tokens, guided=config.guided)
+        if layer_name != entry.spatial_layer:
+            context.log.info(f"HINT layer {layer_name}: the gradient at {entry.spatial_layer} is the same at every "
+                             "position (or zero), so its saliency cannot pick regions")
+    layer = dict(model.module.named_modules()).get(layer_name)
+    if layer is None:
+        raise KeyError(f"HINT layer {layer_name!r} is not a module of {entry.name} (config `layer`)")
     concept_classes = {c: [int(k) for k in cl] for c, cl in zip(hierarchy["concept"], hierarchy["classes"])}
     rows, progress = [], Progress(context, "responsible regions")
     for start in range(0, len(ids), device.batch_size):
@@ -258,8 +268,12 @@ def concept_classifiers_and_shapley(context: dg.AssetExecutionContext, config: C
     clf_rows, shap_rows = [], []
     progress = Progress(context, "concept classifiers and Shapley values")
     for i, (concept, (X, y, own, own_masks)) in enumerate(sets.items()):
-        clf = train_concept_classifier(X, y, alpha=config.alpha, heldout=config.heldout,
-                                       max_samples=config.max_train_positions, seed=config.seed)
+        try:
+            clf = train_concept_classifier(X, y, alpha=config.alpha, heldout=config.heldout,
+                                           max_samples=config.max_train_positions, seed=config.seed)
+        except ValueError as err:  # e.g. a concept whose images have no responsible position
+            context.log.warning(f"concept {concept!r}: no classifier ({err})")
+            continue
         clf_rows.append({"layer": layer_name, "concept": concept, "depth": int(depth[concept]),
                          "weights": clf.weights.astype(np.float32), "intercept": clf.intercept,
                          "n_positive": clf.n_positive, "n_negative": clf.n_negative,
@@ -401,7 +415,7 @@ def concept_localization(context: dg.AssetExecutionContext, config: Localization
     figure_ids = set(test_ids[:: max(1, len(test_ids) // max(1, config.figure_images))][: config.figure_images])
     progress = Progress(context, "localisation")
     for k, (concept, klasses) in enumerate(zip(concept_hierarchy["concept"], concept_hierarchy["classes"])):
-        if concept not in sets or concept not in stored.index:
+        if concept not in sets or concept not in stored.index or concept not in phis:
             continue
         members = np.isin(labels, [int(c) for c in klasses])
         if not members.any():

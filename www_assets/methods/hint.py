@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "HIERARCHY_COLUMNS", "hierarchy_from_paths", "wordnet_class_paths", "descendant_classes",
-    "default_hint_layer", "layer_gradients", "position_saliency", "responsible_positions",
+    "default_hint_layer", "hint_layer_candidates", "saliency_is_flat", "choose_hint_layer", "layer_gradients", "position_saliency", "responsible_positions",
     "classifier_samples", "ConceptClassifier", "train_concept_classifier", "modified_huber_proba",
     "sampled_shapley", "linear_link_shapley", "linear_shapley_closed_form", "top_neurons_by_share",
     "box_from_mask", "box_iou", "upsample_maps", "map_box_to_input", "read_box_file",
@@ -156,13 +156,55 @@ def default_hint_layer(module: nn.Module, spatial_layer: str) -> str:
     reads only the class token (timm's global_pool='token') and whose spatial layer comes after
     the last attention (the final norm or the last block): there the patch tokens cannot affect
     the prediction, every gradient at them is zero, so the input of the last block (the output
-    of the block before it) is used instead."""
+    of the block before it, or timm's `norm_pre` for a single block) is used instead."""
     blocks = getattr(module, "blocks", None)
-    if isinstance(blocks, nn.Sequential) and getattr(module, "global_pool", None) == "token" and len(blocks) >= 2:
+    if isinstance(blocks, nn.Sequential) and getattr(module, "global_pool", None) == "token" and len(blocks):
         last = f"blocks.{len(blocks) - 1}"
         if spatial_layer in ("norm", "fc_norm", last):
-            return f"blocks.{len(blocks) - 2}"
+            if len(blocks) >= 2:
+                return f"blocks.{len(blocks) - 2}"
+            if isinstance(getattr(module, "norm_pre", None), nn.Module):
+                return "norm_pre"  # a one-block ViT: the tokens that enter its only block
     return spatial_layer
+
+
+def hint_layer_candidates(module: nn.Module, spatial_layer: str, layers: Sequence[str] = ()) -> list[str]:
+    """Layers to try, in order: the spatial layer, the class-token ViT rule of
+    `default_hint_layer`, the registry's earlier layers (nearest first), and the module
+    registered just before the spatial layer under the same parent (ResNet: layer3 before layer4).
+    A spatial layer followed only by global pooling and a linear head has the same gradient at
+    every position, so its saliency says nothing; `choose_hint_layer` skips such layers."""
+    names = dict(module.named_modules())
+    earlier = list(layers[: list(layers).index(spatial_layer)])[::-1] if spatial_layer in layers else []
+    parent, _, leaf = spatial_layer.rpartition(".")
+    siblings = [n for n, _ in (names[parent] if parent else module).named_children()] if parent in names or not parent else []
+    previous = []
+    if leaf in siblings and siblings.index(leaf) > 0:
+        previous = [f"{parent}.{siblings[siblings.index(leaf) - 1]}" if parent else siblings[siblings.index(leaf) - 1]]
+    ordered = [spatial_layer, default_hint_layer(module, spatial_layer), *earlier, *previous]
+    return [n for n in dict.fromkeys(ordered) if n in names]
+
+
+def saliency_is_flat(saliency_input: Tensor, tolerance: float = 1e-5) -> bool:
+    """True when, in every image, the per-position gradient norm does not vary (relative to its
+    maximum): the layer's positions cannot be told apart by their gradient."""
+    norm = saliency_input.float().pow(2).sum(dim=1).sqrt().flatten(1)
+    spread = norm.amax(dim=1) - norm.amin(dim=1)
+    return bool((spread <= tolerance * norm.amax(dim=1).clamp(min=torch.finfo(norm.dtype).tiny)).all())
+
+
+def choose_hint_layer(model: nn.Module, candidates: Sequence[str], inputs: Tensor,
+                      objective: Callable[[Tensor], Tensor], *, num_prefix_tokens: int = 0,
+                      guided: bool = True) -> str:
+    """The first candidate whose gradient saliency varies over positions on these inputs."""
+    modules = dict(model.named_modules())
+    for name in candidates:
+        _, (gradient,) = layer_gradients(model, modules[name], inputs, objective,
+                                         num_prefix_tokens=num_prefix_tokens, guided=guided)
+        if gradient.ndim == 4 and gradient.shape[2] * gradient.shape[3] > 1 and not saliency_is_flat(gradient):
+            return name
+    raise ValueError(f"no layer among {list(candidates)} has a gradient that varies over positions; "
+                     "set the HINT layer (config `layer`) to an earlier spatial layer")
 
 
 class _GuidedReLUGradient(torch.autograd.Function):
