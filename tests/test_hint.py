@@ -296,3 +296,20 @@ def test_a_layer_right_before_global_pooling_is_skipped_for_the_one_before():
     assert candidates == ["layer4", "layer3"]
     assert hint.choose_hint_layer(cnn, candidates, x, objective) == "layer3"
     assert hint.hint_layer_candidates(cnn, "layer4", ["layer2", "layer3", "layer4", "fc"]) == ["layer4", "layer3", "layer2"]
+
+
+def test_level_accuracy_weights_concepts_by_their_images_and_the_section_shows_it():
+    import pandas as pd
+
+    rows = []
+    for concept, depth, n, acc_all, acc_cam in [("t", 0, 40, 0.75, 0.5), ("a", 1, 10, 0.5, 0.0), ("b", 1, 30, 1.0, 0.2)]:
+        rows += [{"model": "m", "concept": concept, "depth": depth, "method": "hint", "neuron_share": 1.0,
+                  "n_images": n, "accuracy": acc_all},
+                 {"model": "m", "concept": concept, "depth": depth, "method": "cam", "neuron_share": 1.0,
+                  "n_images": n, "accuracy": acc_cam}]
+    levels = hint.localization_by_level(pd.DataFrame(rows)).set_index(["depth", "column"])["accuracy"]
+    assert levels[(1, "all")] == pytest.approx((0.5 * 10 + 1.0 * 30) / 40)
+    assert levels[(1, "CAM")] == pytest.approx(0.2 * 30 / 40)
+    text = hint.results_markdown(pd.DataFrame(rows), None, None)
+    assert "| `m` | 1 |  | 40 | **87.5%** | 15.0% |" in text
+    assert "beats the CAM box at 2 of 2 levels" in text
