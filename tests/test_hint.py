@@ -313,3 +313,17 @@ def test_level_accuracy_weights_concepts_by_their_images_and_the_section_shows_i
     text = hint.results_markdown(pd.DataFrame(rows), None, None)
     assert "| `m` | 1 |  | 40 | **87.5%** | 15.0% |" in text
     assert "beats the CAM box at 2 of 2 levels" in text
+
+
+def test_concept_objective_is_the_log_sum_exp_of_the_concept_classes():
+    logits = torch.tensor([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]], requires_grad=True)
+    # level 0: image 0 -> classes {0, 1}, image 1 -> {0, 1, 2}; level 1: image 0 -> {1}, image 1 none
+    objective = hint.concept_objective([[[0, 1], [0, 1, 2]], [[1], None]], 3)
+    values = objective(logits)
+    expected0 = math.log(math.e + math.e ** 2) + math.log(1 + math.e ** -1 + math.e ** 3)
+    assert values[0].item() == pytest.approx(expected0) and values[1].item() == pytest.approx(2.0)
+    (grad,) = torch.autograd.grad(values[0], logits)
+    soft = torch.softmax(torch.tensor([1.0, 2.0]), 0)
+    assert torch.allclose(grad[0], torch.tensor([soft[0], soft[1], 0.0]))
+    (grad,) = torch.autograd.grad(objective(logits)[1], logits)
+    assert torch.isfinite(grad).all() and grad[1].abs().sum() == 0

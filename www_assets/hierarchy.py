@@ -145,7 +145,9 @@ def responsible_regions(context: dg.AssetExecutionContext, config: RegionsConfig
     With target=class one backward pass serves every concept on the path."""
     import torch
 
-    from www_assets.methods.hint import choose_hint_layer, hint_layer_candidates, layer_gradients, position_saliency
+    from www_assets.methods.hint import (
+        choose_hint_layer, concept_objective, hint_layer_candidates, layer_gradients, position_saliency,
+    )
     from www_resources.probes import open_probe_set
 
     if config.target not in ("class", "concept"):
@@ -177,28 +179,21 @@ def responsible_regions(context: dg.AssetExecutionContext, config: RegionsConfig
     if layer is None:
         raise KeyError(f"HINT layer {layer_name!r} is not a module of {entry.name} (config `layer`)")
     concept_classes = {c: [int(k) for k in cl] for c, cl in zip(hierarchy["concept"], hierarchy["classes"])}
+    n_classes = None
     rows, progress = [], Progress(context, "responsible regions")
     for start in range(0, len(ids), device.batch_size):
         x = model.to_input(images[start:start + device.batch_size])
         y = torch.as_tensor(labels[start:start + device.batch_size], device=x.device)
         paths = [class_paths[int(c)] for c in y.tolist()]
+        if n_classes is None:
+            with torch.no_grad():
+                n_classes = int(model.module(x[:1]).shape[1])
         if config.target == "class":
             objective, n_obj = (lambda logits: logits.gather(1, y[:, None]).sum()[None]), 1
         else:
-            def objective(logits, paths=paths):
-                scores = []
-                for level in range(n_levels):
-                    mask = torch.zeros_like(logits, dtype=torch.bool)
-                    used = torch.zeros(len(paths), dtype=torch.bool, device=logits.device)
-                    for b, path in enumerate(paths):
-                        node = next((c for c, d in path if d == level), None)
-                        if node is not None:
-                            mask[b, list(concept_classes[node])] = True
-                            used[b] = True
-                    lse = torch.logsumexp(logits.masked_fill(~mask, float("-inf")), dim=1)
-                    scores.append(torch.where(used, lse, torch.zeros_like(lse)).sum())
-                return torch.stack(scores)
-            n_obj = n_levels
+            level_classes = [[next((concept_classes[c] for c, d in path if d == level), None) for path in paths]
+                             for level in range(n_levels)]
+            objective, n_obj = concept_objective(level_classes, n_classes), n_levels
         _, grads = layer_gradients(model.module, layer, x, objective, num_prefix_tokens=model.num_prefix_tokens,
                                    guided=config.guided, n_objectives=n_obj)
         saliency = [position_saliency(g, config.percentile).cpu().numpy() for g in grads]

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "HIERARCHY_COLUMNS", "hierarchy_from_paths", "wordnet_class_paths", "descendant_classes",
-    "default_hint_layer", "hint_layer_candidates", "saliency_is_flat", "choose_hint_layer", "layer_gradients", "position_saliency", "responsible_positions",
+    "default_hint_layer", "hint_layer_candidates", "saliency_is_flat", "choose_hint_layer", "layer_gradients", "concept_objective", "position_saliency", "responsible_positions",
     "classifier_samples", "ConceptClassifier", "train_concept_classifier", "modified_huber_proba",
     "sampled_shapley", "linear_link_shapley", "linear_shapley_closed_form", "top_neurons_by_share",
     "box_from_mask", "box_iou", "upsample_maps", "map_box_to_input", "read_box_file",
@@ -263,6 +263,28 @@ def layer_gradients(model: nn.Module, layer: nn.Module, inputs: Tensor, objectiv
             h.remove()
         model.train(was_training)
     return _as_grid(captured[0].detach(), num_prefix_tokens).float(), grads
+
+
+def concept_objective(level_classes: Sequence[Sequence[Sequence[int] | None]], n_classes: int):
+    """Objective for `layer_gradients` with one entry per hierarchy level: level l sums, over the
+    images, the log-sum-exp of the logits of the classes under the image's concept at level l
+    (level_classes[l][b]; None when image b has no concept at that level, which adds 0)."""
+    n_levels, batch = len(level_classes), len(level_classes[0]) if level_classes else 0
+    mask = torch.zeros(n_levels, batch, n_classes, dtype=torch.bool)
+    used = torch.zeros(n_levels, batch, dtype=torch.bool)
+    for level, per_image in enumerate(level_classes):
+        for b, classes in enumerate(per_image):
+            if classes is not None:
+                mask[level, b, list(classes)] = True
+                used[level, b] = True
+    mask[~used] = True  # keeps the log-sum-exp finite (and its gradient defined) for dropped entries
+
+    def objective(logits: Tensor) -> Tensor:
+        m, u = mask.to(logits.device), used.to(logits.device)
+        lse = torch.logsumexp(logits[None].masked_fill(~m, float("-inf")), dim=2)  # (L, B)
+        return torch.where(u, lse, torch.zeros_like(lse)).sum(dim=1)
+
+    return objective
 
 
 def position_saliency(gradient: Tensor, percentile: float = 99.0) -> Tensor:
