@@ -586,6 +586,11 @@ def agreement_rows(hierarchy: pd.DataFrame, shapley: pd.DataFrame, top_k: int, *
 # results for the README
 
 LADDER_LABELS = {0.1: "10 %", 0.2: "20 %", 0.4: "40 %", 0.8: "80 %", 1.0: "all"}
+# seed 004's tables 1 and 2, ResNet-50 (CAM: table 1 ResNet-50 on CUB; table 2 has no ResNet-50 CAM)
+SEED_TABLES = {
+    "seed 004, ResNet-50, ImageNet": {"10 %": "59.7%", "20 %": "66.6%", "40 %": "69.4%", "80 %": "70.7%"},
+    "seed 004, ResNet-50, CUB": {"10 %": "60.2%", "20 %": "67.1%", "40 %": "77.3%", "80 %": "80.2%", "CAM": "42.7%"},
+}
 
 
 def localization_by_level(localization: pd.DataFrame) -> pd.DataFrame:
@@ -614,9 +619,8 @@ def results_markdown(localization: pd.DataFrame | None, agreement: pd.DataFrame 
            "Share of test images whose box from the concept classifier's map (threshold 0.5, largest "
            "component) has IoU >= 0.5 with the object box, per hierarchy level (depth 0 = the root), "
            "using classifiers retrained on the top 10 / 20 / 40 / 80 % of neurons by Shapley value or "
-           "on all of them, against the Grad-CAM box of the true class on the same images. Seed 004 "
-           "reports 59.7-70.7 % (ImageNet) and 60.2-80.2 % (CUB) for ResNet-50 with the ladder, CAM "
-           "42.7 % on CUB.", ""]
+           "on all of them, against the Grad-CAM box of the true class on the same images; seed 004's "
+           "ResNet-50 rows (tables 1-2, class level, real photographs) for comparison.", ""]
     levels = localization_by_level(localization)
     names = {}
     if hierarchy is not None and len(hierarchy):
@@ -632,6 +636,9 @@ def results_markdown(localization: pd.DataFrame | None, agreement: pd.DataFrame 
         n = int(rows["n"].max())
         cells = [(f"**{acc[c]:.1%}**" if acc[c] == best else f"{acc[c]:.1%}") if c in acc else "–" for c in columns]
         out.append(f"| `{model}` | {int(depth)} | {names.get((model, int(depth)), '')} | {n} | " + " | ".join(cells) + " |")
+    for label, values in SEED_TABLES.items():
+        cells = [values.get(c, "–") for c in columns]
+        out.append(f"| {label} | classes | | | " + " | ".join(cells) + " |")
     out.append("")
     for model, rows in levels.groupby("model"):
         by = rows.pivot(index="depth", columns="column", values="accuracy")
