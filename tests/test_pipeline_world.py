@@ -103,9 +103,10 @@ def test_tiny_world_end_to_end(tiny_world_registry):
 
     # HINT: the tree over the 4 classes (thing > artifact > 3 classes, and cat under thing), localisation at
     # every level with the neuron ladder and the CAM baseline, and both directions of the neuron-concept map
-    tree = q("select model, concept, parent, depth from concept_hierarchy order by model, depth, concept")
+    tree = q("select model, concept, coalesce(parent, '-') parent, depth from concept_hierarchy "
+             "order by model, depth, concept")
     assert tree[tree["model"] == "tiny-cnn"][["concept", "parent"]].values.tolist() == [
-        ["thing", None], ["artifact", "thing"], ["cat", "thing"], ["car", "artifact"], ["cup", "artifact"],
+        ["thing", "-"], ["artifact", "thing"], ["cat", "thing"], ["car", "artifact"], ["cup", "artifact"],
         ["house", "artifact"]]
     loc = q("select model, depth, count(distinct neuron_share) filter (where method = 'hint') rungs, "
             "count(*) filter (where method = 'cam') cam from concept_localization group by all order by all")
