@@ -485,7 +485,8 @@ class AgreementConfig(dg.Config):
           ins={"concept_hierarchy": dg.AssetIn(), "neuron_concept_shapley": dg.AssetIn(),
                "neuron_concepts": dg.AssetIn(), "class_shapley": dg.AssetIn()},
           code_version="1", kinds={"pandas", "parquet"}, group_name="hierarchy")
-def hint_agreement(context: dg.AssetExecutionContext, config: AgreementConfig, concept_hierarchy: pd.DataFrame,
+def hint_agreement(context: dg.AssetExecutionContext, config: AgreementConfig, warehouse: WarehouseResource,
+                   concept_hierarchy: pd.DataFrame,
                    neuron_concept_shapley: pd.DataFrame, neuron_concepts: pd.DataFrame,
                    class_shapley: pd.DataFrame) -> pd.DataFrame:
     """For each concept node: the share of its top neurons by Shapley value whose WWW major concept
@@ -495,6 +496,7 @@ def hint_agreement(context: dg.AssetExecutionContext, config: AgreementConfig, c
     class-token ViT the HINT layer is an earlier block of the same residual stream, compared
     channel by channel."""
     from www_assets.evaluation import class_truth
+    from www_assets.figures.hint import hierarchy_tree_figure
     from www_assets.methods.hint import agreement_rows, concept_words
 
     entry = model_entry(context)
@@ -519,5 +521,11 @@ def hint_agreement(context: dg.AssetExecutionContext, config: AgreementConfig, c
     df.insert(0, "layer", layer_name)
     df["agreeing"] = [np.asarray(a, np.int32) for a in df["agreeing"]]
     summary = df.groupby(["source", "depth"])[["share", "chance"]].mean().reset_index()
-    context.add_output_metadata({**table_metadata(df), "by_level": dg.MetadataValue.md(summary.to_markdown(index=False))})
+    top = {c: list(rows.sort_values("rank")["neuron"].head(3)) for c, rows in neuron_concept_shapley.groupby("concept")}
+    picture = hierarchy_tree_figure(concept_hierarchy, top, f"{entry.name} {layer_name}: top-3 neurons per concept "
+                                    f"by Shapley value, with their {config.concept_method} concept",
+                                    warehouse.artifacts / "hint" / entry.name / "hierarchy_concepts.png",
+                                    neuron_labels=www_concepts)
+    context.add_output_metadata({**table_metadata(df), "by_level": dg.MetadataValue.md(summary.to_markdown(index=False)),
+                                 "hierarchy": dg.MetadataValue.md(image_markdown(picture, "hierarchy with concepts"))})
     return df
