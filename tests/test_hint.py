@@ -327,3 +327,37 @@ def test_concept_objective_is_the_log_sum_exp_of_the_concept_classes():
     assert torch.allclose(grad[0], torch.tensor([soft[0], soft[1], 0.0]))
     (grad,) = torch.autograd.grad(objective(logits)[1], logits)
     assert torch.isfinite(grad).all() and grad[1].abs().sum() == 0
+
+
+def _imagenet_folder(root: Path, wnids) -> Path:
+    from PIL import Image
+
+    for wnid in wnids:
+        (root / wnid).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(root / wnid / "a.png")
+    return root
+
+
+def test_image_folder_hierarchy_from_wnids(tmp_path, wordnet):
+    from www_assets.hierarchy import wordnet_hierarchy
+    from www_resources.probes import open_probe_set
+
+    folder = _imagenet_folder(tmp_path / "val", ["n02085620", "n02123045", "n04285008"])
+    tree = wordnet_hierarchy("resnet", open_probe_set(f"imagefolder:{folder}")).set_index("concept")
+    assert tree.loc["carnivore.n.01", "class_names"] == ["n02085620", "n02123045"]
+    assert tree[tree["is_class"]].index.tolist() == ["sports_car.n.01", "chihuahua.n.03", "tabby.n.01"]
+
+
+def test_missing_wordnet_names_the_corpus_and_the_install_command(tmp_path, monkeypatch):
+    from www_assets.hierarchy import wordnet_hierarchy
+    from www_resources import concept_sets
+    from www_resources.probes import open_probe_set
+
+    def absent():
+        raise concept_sets.WordNetUnavailableError(f"WordNet is not installed ... {concept_sets.WORDNET_INSTALL_COMMAND}")
+
+    monkeypatch.setattr(concept_sets, "wordnet_reader", absent)
+    folder = _imagenet_folder(tmp_path / "val", ["n02085620", "n02123045"])
+    with pytest.raises(concept_sets.WordNetUnavailableError, match="needs nltk's 'wordnet' corpus") as info:
+        wordnet_hierarchy("resnet", open_probe_set(f"imagefolder:{folder}"))
+    assert "python -m www_resources.wordnet_setup" in str(info.value)

@@ -22,7 +22,7 @@ def concept_hierarchy(context: dg.AssetExecutionContext) -> pd.DataFrame:
     at least two of them. World models: the world's `thing -> artifact | organism -> superclass ->
     class`; image-folder probe sets: the WordNet hypernym path of each class folder's wnid (needs
     nltk's `wordnet` corpus: `python -m www_resources.wordnet_setup`)."""
-    from www_assets.methods.hint import hierarchy_from_paths, wordnet_class_paths
+    from www_assets.methods.hint import hierarchy_from_paths
     from www_resources.probes import open_probe_set
 
     entry = model_entry(context)
@@ -33,22 +33,29 @@ def concept_hierarchy(context: dg.AssetExecutionContext) -> pd.DataFrame:
         classes = default_warehouse().read("world_classes").sort_values("class_id")
         frame = hierarchy_from_paths([list(p) for p in classes["path"]], list(classes["name"]))
     elif probe.kind == "imagefolder":
-        from www_resources.concept_sets import WordNetUnavailableError, wordnet_reader
-
-        try:
-            wordnet = wordnet_reader()
-        except WordNetUnavailableError as err:
-            raise WordNetUnavailableError(f"concept_hierarchy for {entry.name} needs nltk's 'wordnet' corpus "
-                                          f"(WordNet 3.0) for the hypernym paths of its classes. {err}") from None
-        wnids = sorted(p.name for p in probe.location.iterdir() if p.is_dir())
-        paths, names = wordnet_class_paths(wnids, wordnet)
-        frame = hierarchy_from_paths(paths, probe.class_names(), names=names)
+        frame = wordnet_hierarchy(entry.name, probe)
     else:
         raise ValueError(f"concept_hierarchy: probe set {entry.probe_set!r} has no hierarchy: use a world probe set "
                          "or an image folder whose class folders are WordNet ids (n01440764, ...)")
     context.add_output_metadata(table_metadata(frame, levels=int(frame["depth"].max()) + 1,
                                                internal_nodes=int((~frame["is_class"]).sum())))
     return frame
+
+
+def wordnet_hierarchy(model_name: str, probe) -> pd.DataFrame:
+    """The WordNet tree over an image folder's classes (folders named by wnid), or an error that
+    names the missing corpus and the command that installs it."""
+    from www_assets.methods.hint import hierarchy_from_paths, wordnet_class_paths
+    from www_resources.concept_sets import WordNetUnavailableError, wordnet_reader
+
+    try:
+        wordnet = wordnet_reader()
+    except WordNetUnavailableError as err:
+        raise WordNetUnavailableError(f"concept_hierarchy for {model_name} needs nltk's 'wordnet' corpus "
+                                      f"(WordNet 3.0) for the hypernym paths of its classes. {err}") from None
+    wnids = sorted(p.name for p in probe.location.iterdir() if p.is_dir())
+    paths, names = wordnet_class_paths(wnids, wordnet)
+    return hierarchy_from_paths(paths, probe.class_names(), names=names)
 
 
 # --------------------------------------------------------------------------------------------
