@@ -29,7 +29,7 @@ import torch
 import torchvision
 
 from www_assets.methods.hint import (
-    _permutations, layer_gradients, linear_link_shapley, modified_huber_proba, position_saliency, sampled_shapley,
+    random_orders, layer_gradients, linear_link_shapley, modified_huber_proba, position_saliency, sampled_shapley,
 )
 
 
@@ -98,7 +98,7 @@ def main() -> None:
     start = time.perf_counter()
     sampled_shapley(lambda m: modified_huber_proba(m @ wt + b), Xt, m_generic, seed=0)
     t_generic = (time.perf_counter() - start) * M / m_generic
-    orders = _permutations(M, D, torch.Generator().manual_seed(0)).numpy()[: args.naive_orders]
+    orders = random_orders(M, D, torch.Generator().manual_seed(0)).numpy()[: args.naive_orders]
     start = time.perf_counter()
     naive = naive_shapley(w, b, X[: args.naive_positions], orders)
     t_naive_part = time.perf_counter() - start

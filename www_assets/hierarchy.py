@@ -83,12 +83,12 @@ def _position_features(model, layer_name: str, probe, rows: pd.DataFrame, batch_
     """(N, P, D) position vectors of the layer for the given manifest rows, and the grid (h, w)."""
     import torch
 
-    from www_assets.methods.hint import _as_grid
+    from www_assets.methods.hint import position_grid
 
     images, ids, _ = probe.load(rows, model.pre.size, model.pre.resize)
     out = []
     for _, _, outputs in model.run(images, [layer_name], batch_size, pooled=False):
-        grid = _as_grid(outputs[layer_name], model.num_prefix_tokens)
+        grid = position_grid(outputs[layer_name], model.num_prefix_tokens)
         out.append(grid.flatten(2).transpose(1, 2).numpy())
         h, w = grid.shape[2:]
     return np.concatenate(out), (h, w), images, ids

@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "HIERARCHY_COLUMNS", "hierarchy_from_paths", "wordnet_class_paths", "descendant_classes",
-    "default_hint_layer", "hint_layer_candidates", "saliency_is_flat", "choose_hint_layer", "layer_gradients", "concept_objective", "position_saliency", "responsible_positions",
+    "default_hint_layer", "position_grid", "random_orders", "siblings", "hint_layer_candidates", "saliency_is_flat", "choose_hint_layer", "layer_gradients", "concept_objective", "position_saliency", "responsible_positions",
     "classifier_samples", "ConceptClassifier", "train_concept_classifier", "modified_huber_proba",
     "sampled_shapley", "linear_link_shapley", "linear_shapley_closed_form", "top_neurons_by_share",
     "box_from_mask", "box_iou", "upsample_maps", "map_box_to_input", "read_box_file",
@@ -220,7 +220,8 @@ class _GuidedReLUGradient(torch.autograd.Function):
         return grad.clamp(min=0)
 
 
-def _as_grid(output: Tensor, num_prefix_tokens: int) -> Tensor:
+def position_grid(output: Tensor, num_prefix_tokens: int) -> Tensor:
+    """A layer output as positions (B, C, h, w): conv maps as they are, patch tokens as their grid."""
     from www_assets.methods.heatmaps import spatial_maps
 
     return spatial_maps(output, num_prefix_tokens if output.ndim == 3 else 0)
@@ -257,12 +258,12 @@ def layer_gradients(model: nn.Module, layer: nn.Module, inputs: Tensor, objectiv
             grads = []
             for k in range(n_objectives):
                 (g,) = torch.autograd.grad(values[k], captured[0], retain_graph=k + 1 < n_objectives)
-                grads.append(_as_grid(g.detach(), num_prefix_tokens).float())
+                grads.append(position_grid(g.detach(), num_prefix_tokens).float())
     finally:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return _as_grid(captured[0].detach(), num_prefix_tokens).float(), grads
+    return position_grid(captured[0].detach(), num_prefix_tokens).float(), grads
 
 
 def concept_objective(level_classes: Sequence[Sequence[Sequence[int] | None]], n_classes: int):
@@ -385,7 +386,8 @@ def train_concept_classifier(X: np.ndarray, y: np.ndarray, *, neurons: np.ndarra
 # 4. Shapley values of neurons for a concept classifier
 
 
-def _permutations(n_samples: int, dim: int, generator: torch.Generator) -> Tensor:
+def random_orders(n_samples: int, dim: int, generator: torch.Generator) -> Tensor:
+    """(n_samples, dim) uniformly random orders of the neurons."""
     return torch.argsort(torch.rand(n_samples, dim, generator=generator), dim=1)
 
 
@@ -401,7 +403,7 @@ def sampled_shapley(value_fn: Callable[[Tensor], Tensor], X: Tensor, n_samples: 
     X = torch.as_tensor(X, dtype=torch.float32)
     R, D = X.shape
     generator = torch.Generator().manual_seed(seed)
-    orders = _permutations(n_samples, D, generator)
+    orders = random_orders(n_samples, D, generator)
     total = torch.zeros(R, D)
     rows = max(1, chunk // max(1, (D + 1) * D))
     for order in orders:
@@ -429,7 +431,7 @@ def linear_link_shapley(weights: Tensor, intercept: float, X: Tensor, n_samples:
     w = torch.as_tensor(weights, dtype=torch.float32)
     R, D = X.shape
     generator = torch.Generator().manual_seed(seed)
-    orders = _permutations(n_samples, D, generator)  # (M, D)
+    orders = random_orders(n_samples, D, generator)  # (M, D)
     contrib = X * w  # (R, D)
     total = torch.zeros(R, D)
     per = max(1, chunk // max(1, R * D))
