@@ -101,6 +101,22 @@ def test_tiny_world_end_to_end(tiny_world_registry):
                              "(`tiny-cnn` layer4, `tiny-vit` norm)")
     assert "Template and ACS (seed 001 table 5)" in final and "Template and ACS (seed 001 table 5)" in hidden
 
+    # HINT: the tree over the 4 classes (thing > artifact > 3 classes, and cat under thing), localisation at
+    # every level with the neuron ladder and the CAM baseline, and both directions of the neuron-concept map
+    tree = q("select model, concept, coalesce(parent, '-') parent, depth from concept_hierarchy "
+             "order by model, depth, concept")
+    assert tree[tree["model"] == "tiny-cnn"][["concept", "parent"]].values.tolist() == [
+        ["thing", "-"], ["artifact", "thing"], ["cat", "thing"], ["car", "artifact"], ["cup", "artifact"],
+        ["house", "artifact"]]
+    loc = q("select model, depth, count(distinct neuron_share) filter (where method = 'hint') rungs, "
+            "count(*) filter (where method = 'cam') cam from concept_localization group by all order by all")
+    assert loc["rungs"].tolist() == [5] * 6 and (loc["cam"] >= 1).all() and loc["depth"].tolist() == [0, 1, 2] * 2
+    top = q("select neuron from neuron_concept_shapley where model = 'tiny-cnn' and concept = 'artifact' "
+            "order by rank limit 1")["neuron"].iloc[0]
+    levels = q(f"select concept from neuron_concept_shapley where model = 'tiny-cnn' and neuron = {top} "
+               "and rank <= 3 order by depth")["concept"].tolist()
+    assert "artifact" in levels
+
     again = []
     second = materialize_stale(log=again.append)
     assert second.launched == [] and second.failed == [], "\n".join(again)

@@ -43,6 +43,8 @@ NAN_FREE_COLUMNS: dict[str, tuple[str, ...]] = {
     "neuron_concepts": ("score",),
     "class_shapley": ("value",),
     "concept_eval": ("clip_cos", "text_cos", "f1", "hit"),
+    "neuron_concept_shapley": ("value",),
+    "concept_localization": ("accuracy", "mean_iou"),
 }
 # rows that must have a score; the others are placeholders by design
 SCORED_ROWS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {

@@ -365,4 +365,6 @@ def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, 
                              f"(AUROC {max(by_score['heatmap_similarity'], by_score['msp']):.4f} vs "
                              f"{min(by_score['heatmap_similarity'], by_score['msp']):.4f}).")
         parts.append("")
+    from www_assets.methods.hint import results_from_warehouse  # HINT's section, from its own tables
+    parts += [s] if (s := results_from_warehouse(set(summary["model"]) if "model" in summary else None, heading_level)) else []
     return "\n".join(parts)

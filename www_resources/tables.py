@@ -261,3 +261,61 @@ table(
     partition_by=MODEL_CONCEPTS,
     grain=("layer", "method", "parameter", "value", "metric"),
 )
+
+# --- HINT: hierarchical concepts --------------------------------------------------------------
+table(
+    "concept_hierarchy",
+    "The concept tree over the model's classes: the classes and every ancestor covering at least two "
+    "of them (the world's own hierarchy, or WordNet hypernyms of the class folders' wnids).",
+    {"concept": STR, "name": STR, "parent": STR, "depth": I32, "classes": I32_LIST, "class_names": STR_LIST,
+     "n_classes": I32, "is_class": BOOL},
+    partition_by=MODEL,
+    grain=("concept",),
+)
+table(
+    "responsible_regions",
+    "Per training image and concept on its path: the normalised gradient saliency of each position of the "
+    "hidden layer (row-major h x w) and how many positions are responsible (above the threshold).",
+    {"layer": STR, "image_id": STR, "label": I32, "concept": STR, "depth": I32, "grid_h": I32, "grid_w": I32,
+     "saliency": F32_LIST, "threshold": F64, "n_responsible": I32},
+    partition_by=MODEL,
+    grain=("layer", "image_id", "concept"),
+)
+table(
+    "concept_classifiers",
+    "Linear classifier per concept node on the hidden layer's position vectors (modified Huber SGD): "
+    "weights over all neurons, intercept, positions used, training and held-out accuracy.",
+    {"layer": STR, "concept": STR, "depth": I32, "weights": F32_LIST, "intercept": F64, "n_positive": I32,
+     "n_negative": I32, "train_accuracy": F64, "heldout_accuracy": F64},
+    partition_by=MODEL,
+    grain=("layer", "concept"),
+)
+table(
+    "neuron_concept_shapley",
+    "Shapley value of every neuron for every concept classifier (sampled coalitions over the concept's and "
+    "the background's positions), with the neuron's rank for the concept and the concept's depth.",
+    {"layer": STR, "concept": STR, "depth": I32, "neuron": I32, "value": F64, "rank": I32,
+     "n_positions": I32, "n_samples": I32},
+    partition_by=MODEL,
+    grain=("layer", "concept", "neuron"),
+)
+table(
+    "concept_localization",
+    "Weakly supervised localisation per concept: accuracy (IoU >= 0.5) and mean IoU of the concept "
+    "classifier's box using the top share of neurons by Shapley value (method hint), and of the Grad-CAM box "
+    "(method cam), on the same test images.",
+    {"layer": STR, "concept": STR, "depth": I32, "method": STR, "neuron_share": F64, "n_neurons": I32,
+     "n_images": I32, "accuracy": F64, "mean_iou": F64, "train_accuracy": F64, "heldout_accuracy": F64},
+    partition_by=MODEL,
+    grain=("layer", "concept", "method", "neuron_share"),
+)
+table(
+    "hint_agreement",
+    "Per concept node: the share of its top neurons by Shapley value whose WWW concept names the concept or "
+    "something under it (source www), or whose strongest class by class Shapley lies under it (source "
+    "class_shapley), and the same share over all neurons (chance).",
+    {"layer": STR, "concept": STR, "depth": I32, "source": STR, "top_k": I32, "n_neurons": I32,
+     "share": F64, "chance": F64, "agreeing": I32_LIST},
+    partition_by=MODEL,
+    grain=("layer", "concept", "source"),
+)
