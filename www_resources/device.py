@@ -38,8 +38,8 @@ def resolve_dtype(name: str):
 # -- batch sizes that fit the device ----------------------------------------------------------
 
 #: `auto` starts forward-only steps at the resource's `batch_size` and gradient steps (Grad-CAM,
-#: Taylor contributions) at this share of it: they keep every layer's activations of the whole
-#: batch for the backward pass (128 ResNet-50 images at 224 px peak near 11.5 GB).
+#: Taylor contributions) at 1 / GRADIENT_SHARE of it: they keep every layer's activations of the
+#: whole batch for the backward pass.
 GRADIENT_SHARE = 4
 BATCH_KINDS = ("forward", "gradient")
 #: Share of the device's free memory a batch may plan to use (the rest: allocator slack, other steps).
