@@ -12,8 +12,9 @@ workers cannot disagree on them.
 
 A worker that dies fails its step: Celery reports a pool process that died, and a whole worker
 that stops answering (a machine lost, a killed worker) is noticed by polling the workers every
-`worker_check_interval_s`; after `worker_silence_s` without an answer its step fails, and its
-`gpu` slot is freed for the other runs. Re-executing the run from failure completes it.
+`worker_check_interval_s`; after `worker_silence_s` without an answer its step ends unfinished
+and its `gpu` slot is freed for the other runs. The steps that do not depend on it still run,
+the run fails, and re-executing it from failure completes it.
 """
 
 from __future__ import annotations
@@ -46,10 +47,6 @@ def queue_for(step, default_queue: str, gpu_queue: str, gpu_pools=GPU_POOLS) -> 
     if explicit:
         return explicit
     return gpu_queue if getattr(step, "pool", None) in gpu_pools else default_queue
-
-
-class WorkerLost(RuntimeError):
-    """The Celery worker running a step stopped answering."""
 
 
 class WorkerWatch:
@@ -114,16 +111,22 @@ class WatchedTask:
             storage.free_concurrency_slot_for_step(self.run_id, self.step_key)
 
     def get(self):
+        """The step's events; none when its worker was lost or its task died with its process.
+
+        No events (rather than an exception) is what lets the run go on: Dagster then records the
+        step as ended in an unknown state, does not start what depends on it, runs every other
+        step, and fails the run at the end (dagster-celery's loop would stop starting steps on
+        an exception but wait for them forever)."""
         if self.lost:
             self._free_slot()
             self.result.revoke()
-            raise WorkerLost(f"step {self.step_key}: Celery worker {self.lost} stopped answering "
-                             f"for {self.watch.silence_s:.0f} s while running it")
+            return []
         try:
             return self.result.get()
-        except Exception:
+        except Exception as err:
             self._free_slot()
-            raise
+            self.log(f"step {self.step_key}: its Celery task failed: {type(err).__name__}: {err}")
+            return []
 
     def revoke(self):
         return self.result.revoke()
@@ -145,6 +148,7 @@ class PoolRoutingCeleryExecutor(CeleryExecutor):
             routed = queue_for(step, queue, self.gpu_queue)
             if "app" not in watch:
                 watch["app"] = WorkerWatch(app, self.worker_check_interval_s, self.worker_silence_s)
+            # dagster-celery's own "Submitting ... to queue" line names the default queue: say where it went
             context.log.info(f"step {step.key} (pool {getattr(step, 'pool', None)}) -> Celery queue {routed}")
             result = _submit_task(app, context, step, routed, priority, known_state)
             return WatchedTask(result, watch["app"], context.instance, context.run_id, step.key, context.log.error)
@@ -197,7 +201,7 @@ _per_model = [key for a in _base.assets if getattr(a, "partitions_def", None) ==
 # every asset partitioned by model alone, as one job: a model's probe, Grad-CAM and embedding steps
 # from the launchpad (pick a partition), or a script's dg.execute_job(dg.reconstructable(model_job))
 per_model_job = dg.define_asset_job(
-    "per_model_assets", selection=dg.AssetSelection.assets(*_per_model), partitions_def=models,
+    "per_model_assets", selection=dg.AssetSelection.assets(*_per_model),
     description="The assets partitioned by model alone, for one model, on the cluster.",
 )
 
