@@ -45,18 +45,23 @@ def class_shapley(context: dg.AssetExecutionContext, config: ShapleyConfig, devi
     names = probe.class_names()
     acc = None
     progress = Progress(context, "class contributions")
+    batches = device.batches("gradient", "class contributions", context.log.info)
     chunk = max(device.batch_size * 8, 256)
     for start in range(0, len(manifest), chunk):
         part = manifest.iloc[start:start + chunk]
         images, ids, _ = probe.load(part, model.pre.size, model.pre.resize)
         labels = torch.tensor(part.set_index("image_id").loc[ids, "label"].to_numpy(), dtype=torch.long)
-        for b in range(0, len(ids), device.batch_size):
-            x = model.to_input(images[b:b + device.batch_size])
-            y = labels[b:b + device.batch_size].to(x.device)
+
+        def contributions(b, e):
+            x = model.to_input(images[b:e])
+            y = labels[b:e].to(x.device)
             contrib, logits = taylor_contributions_from_model(model.module, entry.head, x, y, absolute=config.absolute)
+            return contrib.float().cpu(), logits.shape[1], y.cpu()
+
+        for _, _, (contrib, classes, y) in batches(len(ids), contributions):
             if acc is None:
-                acc = ClassContributionAccumulator(logits.shape[1], contrib.shape[1])
-            acc.add(contrib.float().cpu(), y.cpu())
+                acc = ClassContributionAccumulator(classes, contrib.shape[1])
+            acc.add(contrib, y)
         progress(min(start + chunk, len(manifest)), len(manifest))
     matrix, counts = acc.mean()
     k, d = matrix.shape
@@ -144,17 +149,21 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
 
     rows, keep_for_gallery = [], []
     progress = Progress(context, "sample explanations")
+    batches = device.batches("gradient", "sample explanations", context.log.info)
     chunk = max(device.batch_size * 8, 256)
     for start in range(0, len(manifest), chunk):
         part = manifest.iloc[start:start + chunk]
         images, ids, _ = probe.load(part, size, model.pre.resize)
         labels = part.set_index("image_id").loc[ids, "label"].to_numpy()
-        for b in range(0, len(ids), device.batch_size):
-            x = model.to_input(images[b:b + device.batch_size])
+
+        def contributions_and_maps(b, e):
+            x = model.to_input(images[b:e])
             with LayerRecorder(model.module, [entry.spatial_layer]) as recorder:
                 contrib, logits = taylor_contributions_from_model(model.module, entry.head, x)
                 maps = spatial_maps(recorder.outputs[entry.spatial_layer].detach(), model.num_prefix_tokens).float().cpu()
-            contrib, logits = contrib.float().cpu(), logits.float().cpu()
+            return contrib.float().cpu(), logits.float().cpu(), maps
+
+        for b, _, (contrib, logits, maps) in batches(len(ids), contributions_and_maps):
             prob = torch.softmax(logits, 1)
             msp, pred = prob.max(1)
             s_top, s_w = top_neurons(contrib, config.top_k)

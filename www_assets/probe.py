@@ -94,12 +94,13 @@ def probe_forward(context: dg.AssetExecutionContext, device: TorchDevice, probe_
     layers = list(entry.layers)
     preds, pooled, kept_ids, failed = [], {layer: [] for layer in layers}, [], {}
     progress = Progress(context, "forward pass")
+    forward_batch = device.batches("forward").size  # forward_batch_size, or batch_size when auto
     chunk = max(device.batch_size * 8, 256)
     for start in range(0, len(rows), chunk):
         part = rows.iloc[start:start + chunk]
         images, ok_ids, errors = probe.load(part, model.pre.size, model.pre.resize)
         failed.update(errors)
-        for _, logits, outputs in model.run(images, layers, device.batch_size):
+        for _, logits, outputs in model.run(images, layers, forward_batch):
             prob = torch.softmax(logits, dim=1)
             msp, pred = prob.max(dim=1)
             top5 = prob.topk(min(5, prob.shape[1]), dim=1).indices

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import copy
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +103,8 @@ class ClipEncoder:
         self.tokenizer = tokenizer
         self._mean = torch.tensor(self.mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(self.std, device=self.device).view(1, 3, 1, 1)
+        self._tower: TextTower | None = None
+        self._tower_checked = False
 
     def __repr__(self) -> str:
         return f"ClipEncoder({self.name!r}, dim={self.dim}, image_size={self.image_size}, device={self.device})"
@@ -158,10 +162,42 @@ class ClipEncoder:
         return out
 
     # -- texts ------------------------------------------------------------------------------
+    def _prefix_tower(self) -> TextTower | None:
+        """The text tower when encoding a batch at its longest prompt's length is exact, else None.
+
+        Decided once per encoder: by the tower's structure (`causal_text_tower`), then by encoding
+        a few prompts both ways; any disagreement logs why and keeps the full-length encoding."""
+        if self._tower_checked:
+            return self._tower
+        self._tower_checked = True
+        tower, reason = causal_text_tower(self.model)
+        if tower is not None:
+            probe = self.tokenizer(["a photo of a dog.", "wheel", "a photo of a cargo box on the road"]).to(self.device)
+            if probe.ndim != 2 or probe.shape[1] != tower.positional_embedding.shape[0]:
+                tower, reason = None, f"the tokenizer gives {tuple(probe.shape)} tokens, not (n, context length)"
+            else:
+                full = F.normalize(self.model.encode_text(probe).float(), dim=-1)
+                short = F.normalize(tower.encode(probe).float(), dim=-1)
+                gap = float((full - short).abs().max())
+                if not gap <= 1e-4:
+                    tower, reason = None, f"prefix and full-length encodings differ by {gap:.2e}"
+        if tower is None:
+            _log().info(f"{self.name}: text encoded at the full context length ({reason})")
+        self._tower = tower
+        return tower
+
     @torch.no_grad()
-    def encode_texts(self, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+    def encode_texts(self, texts: list[str], batch_size: int = 256,
+                     progress: Callable[[int, int], None] | None = None) -> torch.Tensor:
         """texts: N strings (cut to the context length by the tokenizer).
-        Returns float32 (N, dim) on the CPU, each row of unit L2 norm."""
+        Returns float32 (N, dim) on the CPU, each row of unit L2 norm.
+
+        For a causal text tower pooled at its end-of-text token (OpenAI CLIP and open_clip's CLIP
+        models) no position attends to a later one, so the padding after the pooled token cannot
+        change the result: the texts are sorted by tokenized length and each batch runs only up to
+        its longest text (about 10 of 77 tokens for a templated noun). Other towers run at the full
+        context length. `progress(done, total)` is called after each batch; without it, long
+        encodings log done/total with a rate about every 10 s."""
         if isinstance(texts, str):
             raise ValueError("encode_texts takes a list of strings, not one string")
         texts = list(texts)
@@ -170,11 +206,130 @@ class ClipEncoder:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         out = torch.empty((len(texts), self.dim), dtype=torch.float32)
+        if not texts:
+            return out
+        tower = self._prefix_tower()
+        report = progress or _ProgressLog(f"{self.name}: text embeddings", len(texts))
+        if tower is None:
+            for start in range(0, len(texts), batch_size):
+                tokens = self.tokenizer(texts[start:start + batch_size]).to(self.device)
+                features = self.model.encode_text(tokens).float()
+                out[start:start + len(tokens)] = F.normalize(features, dim=-1).cpu()
+                report(start + len(tokens), len(texts))
+            return out
+        tokens = torch.cat([self.tokenizer(texts[i:i + 4096]) for i in range(0, len(texts), 4096)])
+        lengths = tower.lengths(tokens)
+        order = torch.argsort(lengths, stable=True)
         for start in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(texts[start:start + batch_size]).to(self.device)
-            features = self.model.encode_text(tokens).float()
-            out[start:start + len(tokens)] = F.normalize(features, dim=-1).cpu()
+            rows = order[start:start + batch_size]
+            batch = tokens[rows, :int(lengths[rows].max())].to(self.device)
+            out[rows] = F.normalize(tower.encode(batch).float(), dim=-1).cpu()
+            report(start + len(rows), len(texts))
         return out
+
+
+def _log():
+    import dagster as dg
+
+    # a Dagster logger: inside a step its lines reach the run's log, elsewhere Python's logging
+    return dg.get_dagster_logger("www_resources.clip")
+
+
+class _ProgressLog:
+    """`done/total (rate/s)` about every `every_s` seconds, for work of at least `min_total` items."""
+
+    def __init__(self, what: str, total: int, every_s: float = 10.0, min_total: int = 2048):
+        self.what, self.every_s, self.quiet = what, every_s, total < min_total
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if self.quiet or (now - self.last < self.every_s and done < total):
+            return
+        self.last = now
+        _log().info(f"{self.what}: {done}/{total} ({done / max(now - self.start, 1e-9):.1f}/s)")
+
+
+class TextTower:
+    """The text half of an open_clip CLIP whose attention is causal and whose pooled token is the
+    end-of-text token (`argmax`: the highest token id, as in OpenAI's tokenizer; `eos`: a given id).
+
+    `encode(tokens)` takes (B, L) tokens for any L up to the context length and gives what
+    `encode_text` gives for the same texts padded to the full context: every position i only
+    attends to positions <= i, and the pooled position is inside the first L."""
+
+    def __init__(self, parts, pool_type: str, eos_id: int | None):
+        self.token_embedding = parts.token_embedding
+        self.positional_embedding = parts.positional_embedding
+        self.transformer = parts.transformer
+        self.ln_final = parts.ln_final
+        self.text_projection = parts.text_projection
+        self.attn_mask = parts.attn_mask
+        self.pool_type, self.eos_id = pool_type, eos_id
+
+    def pooled_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.pool_type == "argmax":
+            return tokens.argmax(dim=-1)
+        return (tokens == self.eos_id).int().argmax(dim=-1)
+
+    def lengths(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens each text needs: up to and including its pooled token (the full context when
+        an `eos` text lacks its end token, so nothing is cut on a guess)."""
+        needed = self.pooled_positions(tokens) + 1
+        if self.pool_type == "eos":
+            needed[~(tokens == self.eos_id).any(dim=-1)] = tokens.shape[1]
+        return needed
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        from open_clip.transformer import text_global_pool
+
+        length = tokens.shape[1]
+        cast_dtype = self.transformer.get_cast_dtype()
+        x = self.token_embedding(tokens).to(cast_dtype) + self.positional_embedding[:length].to(cast_dtype)
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+        x = self.ln_final(x)
+        x = text_global_pool(x, tokens, self.pool_type, eos_token_id=self.eos_id)
+        if self.text_projection is None:
+            return x
+        if isinstance(self.text_projection, nn.Linear):
+            return self.text_projection(x)
+        return x @ self.text_projection
+
+
+def _is_causal_mask(mask) -> bool:
+    if not isinstance(mask, torch.Tensor) or mask.ndim != 2 or mask.shape[0] != mask.shape[1]:
+        return False
+    above = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
+    return bool(torch.isneginf(mask[above]).all()) and bool((mask[~above] == 0).all())
+
+
+def causal_text_tower(model: nn.Module) -> tuple[TextTower | None, str]:
+    """(TextTower, "") when prefix encoding of `model`'s text is exact, else (None, the reason).
+
+    Exact for open_clip's `CLIP` (its own `encode_text`) and for `CustomTextCLIP` with a plain
+    `TextTransformer`, when the attention mask is causal, the tower pools the end-of-text token
+    and there is no class token or padding mask (CoCa, SigLIP-style towers fall back)."""
+    import open_clip
+    from open_clip.transformer import TextTransformer
+
+    encode_text = getattr(type(model), "encode_text", None)
+    if encode_text is open_clip.CLIP.encode_text:
+        parts, pool_type, eos_id = model, getattr(model, "text_pool_type", None), getattr(model, "text_eos_id", None)
+    elif (encode_text is open_clip.CustomTextCLIP.encode_text
+          and type(getattr(model, "text", None)).forward is TextTransformer.forward):
+        parts = model.text
+        if parts.cls_emb is not None or getattr(parts, "use_pad_mask", False) or parts.output_tokens:
+            return None, "the text tower has a class token, a padding mask or token outputs"
+        pool_type, eos_id = parts.pool_type, getattr(parts, "eos_id", None)
+    else:
+        return None, f"{type(model).__name__} is not an open_clip CLIP with a plain text transformer"
+    if pool_type not in ("argmax", "eos") or (pool_type == "eos" and eos_id is None):
+        return None, f"the text tower pools {pool_type!r}, not the end-of-text token"
+    if not _is_causal_mask(getattr(parts, "attn_mask", None)):
+        return None, "the text attention is not causal"
+    if parts.positional_embedding.ndim != 2 or parts.positional_embedding.shape[0] != parts.attn_mask.shape[0]:
+        return None, "the positional embedding is not one learned vector per position"
+    return TextTower(parts, pool_type, eos_id), ""
 
 
 # -- checkpoints ----------------------------------------------------------------------------

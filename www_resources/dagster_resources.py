@@ -24,6 +24,11 @@ class TorchDevice(dg.ConfigurableResource):
     batch_size: int = 128
     num_workers: int = 0
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    # images per batch of forward-only steps and of steps with a backward pass (Grad-CAM, Taylor
+    # contributions); 0 = auto: batch_size and batch_size / 4, fitted to the free CUDA memory.
+    # Any size halves on out-of-memory, logged (www_resources/device.py)
+    forward_batch_size: int = 0
+    gradient_batch_size: int = 0
 
     def torch_device(self):
         from www_resources.device import resolve_device
@@ -34,6 +39,14 @@ class TorchDevice(dg.ConfigurableResource):
         from www_resources.device import resolve_dtype
 
         return resolve_dtype(self.dtype)
+
+    def batches(self, kind: str, what: str = "", log=None):
+        """A `BatchRunner` for `kind` ("forward" or "gradient") steps: `runner(total, work)` yields
+        `(start, stop, work(start, stop))` over all items, halving the batch on out-of-memory."""
+        from www_resources.device import batch_runner
+
+        configured = {"forward": self.forward_batch_size, "gradient": self.gradient_batch_size}.get(kind, -1)
+        return batch_runner(self.torch_device(), kind, configured, self.batch_size, what=what, log=log)
 
     def setup_for_execution(self, context) -> None:
         if self.threads:
