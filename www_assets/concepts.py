@@ -6,14 +6,11 @@ import numpy as np
 import pandas as pd
 
 from www_assets.common import Progress, image_markdown, model_entry, table_metadata
+from www_assets.methods.examples import FULL_VIEW as FULL
+from www_assets.methods.examples import GRADCAM_VIEW as GRADCAM
+from www_assets.methods.examples import ExamplePool, crop_view, examples_frame
 from www_assets.partitions import concept_set_key, model_concepts, models
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
-
-FULL, GRADCAM = "full", "gradcam"
-
-
-def crop_view(r: int, c: int) -> str:
-    return f"crop:{r},{c}"
 
 
 class GradcamConfig(dg.Config):
@@ -69,43 +66,6 @@ def gradcam_crops(context: dg.AssetExecutionContext, config: GradcamConfig, devi
     df = pd.concat(out, ignore_index=True)
     context.add_output_metadata(table_metadata(df, crop_side_px=side))
     return df
-
-
-class ExamplePool:
-    """Running top-k views per neuron over a stream of batches (ties go to the earlier view)."""
-
-    def __init__(self, k: int):
-        self.k = k
-        self.values = None
-        self.views = None
-
-    def add(self, activations, first_view: int) -> None:
-        import torch
-
-        from www_assets.methods.examples import topk_lowest_index_first
-
-        batch = activations.T.contiguous()  # (N, b)
-        ids = torch.arange(first_view, first_view + batch.shape[1]).expand(batch.shape[0], -1)
-        if self.values is not None:
-            # earlier views come first, so equal values keep the earlier view
-            batch = torch.cat([self.values, batch], dim=1)
-            ids = torch.cat([self.views, ids], dim=1)
-        values, cols = topk_lowest_index_first(batch, self.k)
-        self.values, self.views = values, ids.gather(1, cols)
-
-
-def examples_frame(layer, kind, values, views, view_table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of `neuron_examples` from a pool's (N, k) values and view indices into `view_table`."""
-    n, k = views.shape
-    picked = view_table.iloc[views.reshape(-1)]
-    return pd.DataFrame({
-        "layer": layer, "neuron": np.repeat(np.arange(n), k).astype(np.int32), "kind": kind,
-        "rank": np.tile(np.arange(1, k + 1), n).astype(np.int32),
-        "image_id": picked["image_id"].to_numpy(), "view": picked["view"].to_numpy(),
-        "box_x0": picked["box_x0"].to_numpy(), "box_y0": picked["box_y0"].to_numpy(),
-        "box_x1": picked["box_x1"].to_numpy(), "box_y1": picked["box_y1"].to_numpy(),
-        "activation": values.reshape(-1).astype(np.float32),
-    })
 
 
 class CropExamplesConfig(dg.Config):
@@ -302,51 +262,6 @@ class ScoringConfig(dg.Config):
     methods: list[str] = []  # empty: every method
 
 
-def scoring_inputs(embeddings: pd.DataFrame, texts: pd.DataFrame):
-    """Tensors shared by every method: view features with their (image_id, view) index and the text features."""
-    import torch
-
-    views = embeddings.reset_index(drop=True)
-    index = {key: i for i, key in enumerate(zip(views["image_id"], views["view"]))}
-    view_features = torch.from_numpy(np.stack(views["vector"].to_numpy()).astype(np.float32))
-    t = texts.sort_values(["form", "concept_id"])
-    prompt = t[t["form"] == "prompt"]
-    raw = t[t["form"] == "raw"]
-    return {
-        "index": index,
-        "views": views,
-        "view_features": view_features,
-        "concepts": prompt["concept"].tolist(),
-        "concept_features": torch.from_numpy(np.stack(prompt["vector"].to_numpy())),
-        "raw_concept_features": torch.from_numpy(np.stack(raw["vector"].to_numpy())),
-        "template_feature": torch.from_numpy(np.asarray(t[t["form"] == "template"]["vector"].iloc[0])),
-    }
-
-
-def example_index(examples: pd.DataFrame, layer: str, kind: str, k: int, index: dict):
-    """(N, k) view indices of the top-k examples of every neuron of one layer and kind."""
-    import torch
-
-    rows = examples[(examples["layer"] == layer) & (examples["kind"] == kind) & (examples["rank"] <= k)]
-    rows = rows.sort_values(["neuron", "rank"])
-    n = int(rows["neuron"].max()) + 1
-    flat = [index[(i, v)] for i, v in zip(rows["image_id"], rows["view"])]
-    return torch.tensor(flat, dtype=torch.long).view(n, -1)
-
-
-def full_view_activations(activations: pd.DataFrame, layer: str, index: dict):
-    """(V, N) activations on the full-image views, rows aligned with the view index (others zero)."""
-    import torch
-
-    from www_assets.probe import activation_matrix
-
-    ids, matrix = activation_matrix(activations, layer)
-    out = torch.full((len(index), matrix.shape[1]), float("-inf"))
-    rows = [index[(i, FULL)] for i in ids]
-    out[rows] = torch.from_numpy(matrix)
-    return out
-
-
 @dg.multi_asset(
     partitions_def=model_concepts,
     outs={
@@ -369,17 +284,19 @@ def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, 
     crops. Minor concepts always come from the grid crops.
     """
     from www_assets.methods.concept_scoring import METHOD_VIEWS, ConceptInputs, score_concepts
+    from www_assets.methods.scoring_inputs import example_index, full_view_activations, scoring_inputs
+    from www_assets.probe import activation_matrix
 
     shared = scoring_inputs(clip_image_embeddings, clip_text_embeddings)
     examples = pd.concat([neuron_examples, crop_examples], ignore_index=True)
     methods = list(config.methods) or list(METHOD_VIEWS)
     if unknown := sorted(set(methods) - set(METHOD_VIEWS)):
         raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHOD_VIEWS)}")
-    concepts = shared["concepts"]
+    concepts = shared.concepts
     score_rows, concept_rows = [], []
     layers = sorted(examples["layer"].unique())
     for layer in layers:
-        view_acts = full_view_activations(activations, layer, shared["index"])
+        view_acts = full_view_activations(*activation_matrix(activations, layer), shared.index)
         for method in methods:
             scorer, view_kind = METHOD_VIEWS[method]
             for kind, ex_kind, alpha in (
@@ -387,11 +304,11 @@ def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, 
                 ("minor", "crop", config.alpha_minor),
             ):
                 inputs = ConceptInputs(
-                    view_features=shared["view_features"],
-                    examples=example_index(examples, layer, ex_kind, config.k, shared["index"]),
-                    concept_features=shared["concept_features"],
-                    template_feature=shared["template_feature"],
-                    raw_concept_features=shared["raw_concept_features"],
+                    view_features=shared.view_features,
+                    examples=example_index(examples, layer, ex_kind, config.k, shared.index),
+                    concept_features=shared.concept_features,
+                    template_feature=shared.template_feature,
+                    raw_concept_features=shared.raw_concept_features,
                     view_activations=view_acts if kind == "major" and ex_kind == "image" else None,
                 )
                 if scorer == "clip_dissect" and inputs.view_activations is None:
