@@ -101,7 +101,7 @@ def _embeddings_and_texts():
                    np.array([0.6, 0.8], np.float32), np.array([0.8, 0.6], np.float32)],
     })
     texts = pd.DataFrame({  # deliberately out of order
-        "concept_id": [1, -1, 0, 1, 0],
+        "concept_id": [1, None, 0, 1, 0],
         "concept": ["dog", None, "cat", "dog", "cat"],
         "form": ["prompt", "template", "raw", "raw", "prompt"],
         "vector": [np.array([0, 1.0]), np.array([0.5, 0.5]), np.array([1.0, 0.1]), np.array([0.1, 1.0]),
@@ -154,3 +154,16 @@ def test_class_truth_of_an_image_folder_splits_comma_separated_synonyms(tmp_path
     (tmp_path / "names.txt").write_text("tench, Tinca tinca\ngoldfish\n")
     entry = SimpleNamespace(is_world_model=False, probe_set=f"imagefolder:{tmp_path / 'val'}?classes={tmp_path / 'names.txt'}")
     assert class_truth(entry) == {0: ["tench", "Tinca tinca"], 1: ["goldfish"]}
+
+
+def test_a_tie_containing_a_truth_word_counts_in_the_tie_aware_reading_only():
+    selected = pd.DataFrame([
+        # neuron 0: the tie-break picked "car" from the tied set {car, cat}; neuron 1: no tie
+        ("fc", 0, "clip_dissect", "major", 1, "car", 2, ["car", "cat"]),
+        ("fc", 1, "clip_dissect", "major", 1, "kitten", 1, ["kitten"]),
+    ], columns=["layer", "neuron", "method", "kind", "rank", "concept", "tie_size", "tied"])
+    out = evaluate_selections(selected, {"fc": {0: ["cat"], 1: ["car"]}}, encode, encode).set_index("neuron")
+    assert out["hit"].tolist() == [0.0, 0.0]
+    assert out["hit_tie_aware"].tolist() == [1.0, 0.0]
+    assert out["tied_top"].tolist() == [1.0, 0.0] and out["tie_size"].tolist() == [2, 1]
+    assert out["f1"].tolist() == [0.0, 0.0]  # the strict reading is unchanged

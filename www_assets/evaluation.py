@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 
 from www_assets.common import image_markdown, model_entry, table_metadata
+from www_assets.methods.concept_scoring import MAJOR_ALPHA
 from www_assets.methods.concept_eval import METRICS, evaluate_selections, summarize_concept_eval
 from www_assets.methods.report import LayerRoles, results_by_role
 from www_assets.partitions import model_concepts
@@ -31,22 +32,24 @@ def class_truth(entry) -> dict[int, list[str]]:
     return {i: [s.strip() for s in name.split(",") if s.strip()] for i, name in enumerate(names)}
 
 
-def hidden_truth(entry, activations: pd.DataFrame, layer: str) -> dict[int, list[str]]:
-    """World only: each hidden neuron is judged against the world attribute (class, superclass,
-    part, colour, texture or background) whose presence best predicts its activation on the
-    probe images (highest AUROC; see www_assets/methods/neuron_truth.py)."""
-    from www_assets.methods.neuron_truth import best_matching_attribute, presence_matrix
+def hidden_truth(entry, activations: pd.DataFrame, layer: str) -> pd.DataFrame:
+    """World only: each hidden neuron's truth is the world attribute (class, superclass, part,
+    colour, texture or background) whose presence best predicts its activation on the probe
+    images (highest AUROC), named with the class's synonyms for a class; neurons below the truth
+    floor are not judged (see www_assets/methods/neuron_truth.py)."""
+    from www_assets.methods.neuron_truth import hidden_neuron_truth, presence_matrix
     from www_assets.probe import activation_matrix
     from www_resources.storage import default_warehouse
 
     wh = default_warehouse()
     scenes = wh.read("world_scenes").set_index("image_id")
     parts = wh.read("world_parts")
+    classes = wh.read("world_classes")
     ids, matrix = activation_matrix(activations, layer)
     scenes = scenes.loc[ids].reset_index()
     presence, names = presence_matrix(scenes, parts[parts["image_id"].isin(set(ids))])
-    best = best_matching_attribute(matrix, presence, names)
-    return {int(n): [a] for n, a in zip(best["neuron"], best["attribute"])}
+    synonyms = {str(n).lower(): [str(s) for s in syn] for n, syn in zip(classes["name"], classes["synonyms"])}
+    return hidden_neuron_truth(matrix, presence, names, synonyms)
 
 
 def evaluation_encoders(entry, config: EvalConfig, device):
@@ -72,24 +75,30 @@ def truth_for_layers(entry, activations: pd.DataFrame) -> dict:
     partitions_def=model_concepts,
     ins={"neuron_concepts": dg.AssetIn(), "activations": dg.AssetIn()},
     deps=["world_scenes"],
-    code_version="1",
+    code_version="2",
     kinds={"pandas", "parquet"},
     group_name="evaluation",
     pool="gpu",
 )
 def concept_eval(context: dg.AssetExecutionContext, config: EvalConfig, device: TorchDevice,
                  neuron_concepts: pd.DataFrame, activations: pd.DataFrame) -> pd.DataFrame:
-    """Per neuron and method: hit, F1, CLIP cos and text cos of the selected major concepts.
+    """Per neuron and method: hit, F1, CLIP cos and text cos of the selected major concepts, and
+    the tie-aware hit.
 
     Final-layer neurons are judged against their class's names; on the world, the penultimate
-    layer's neurons are also judged against the world attribute that best predicts them. An
-    empty selection counts as the word "none".
+    layer's neurons are also judged against the world attribute that best predicts them (with
+    that truth's AUROC and top-40 precision; neurons under the truth floor are kept with
+    judged = false). An empty selection counts as the word "none".
     """
     entry = model_entry(context)
     clip_encode, text_encode = evaluation_encoders(entry, config, device.torch_device())
     df = evaluate_selections(neuron_concepts, truth_for_layers(entry, activations), clip_encode, text_encode)
-    means = df.groupby(["layer", "method"])[list(METRICS)].mean().reset_index()
-    context.add_output_metadata(table_metadata(df, means=dg.MetadataValue.md(means.to_markdown(index=False, floatfmt=".4f"))))
+    judged = df[df["judged"].astype(bool)]
+    means = judged.groupby(["layer", "method"])[list(METRICS)].mean().reset_index()
+    per_layer = df.drop_duplicates(["layer", "neuron"]).groupby("layer")["judged"].agg(["sum", "size"])
+    kept = "; ".join(f"{layer}: {int(r['sum'])} of {int(r['size'])}" for layer, r in per_layer.iterrows())
+    context.add_output_metadata(table_metadata(
+        df, means=dg.MetadataValue.md(means.to_markdown(index=False, floatfmt=".4f")), judged_neurons=kept))
     return df
 
 
@@ -97,7 +106,7 @@ class AblationConfig(dg.Config):
     ks: list[int] = [1, 5, 10, 20, 40, 80]  # seed 000 figure S.1
     alphas: list[float] = [0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.99]  # seed 001 figure 4 (left)
     k: int = 40
-    alpha: float = 0.95
+    alpha: float = MAJOR_ALPHA
     methods: list[str] = ["www", "www_gradcam_tvmf"]
 
 
@@ -106,7 +115,7 @@ class AblationConfig(dg.Config):
     ins={"neuron_examples": dg.AssetIn(), "crop_examples": dg.AssetIn(), "activations": dg.AssetIn(),
          "clip_image_embeddings": dg.AssetIn(), "clip_text_embeddings": dg.AssetIn()},
     deps=["world_scenes"],
-    code_version="1",
+    code_version="2",
     kinds={"pytorch", "parquet"},
     group_name="evaluation",
     pool="gpu",
@@ -116,9 +125,9 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
                     clip_image_embeddings: pd.DataFrame, clip_text_embeddings: pd.DataFrame) -> pd.DataFrame:
     """The number-of-examples ablation (k) and the concept-sensitivity ablation (alpha) of the
     WWW methods on the judged layers: every metric as a function of the parameter."""
-    from www_assets.methods.concept_scoring import METHOD_VIEWS, ConceptInputs, score_concepts
+    from www_assets.methods.concept_scoring import METHODS, ConceptInputs, score_concepts
     from www_assets.methods.metrics import mean_stderr
-    from www_assets.methods.scoring_inputs import example_index, scoring_inputs
+    from www_assets.methods.scoring_inputs import example_index, scoring_inputs, selection_frame
 
     entry = model_entry(context)
     truth = truth_for_layers(entry, activations)
@@ -128,10 +137,9 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
     rows = []
     for layer in truth:
         for method in config.methods:
-            scorer, view_kind = METHOD_VIEWS[method]
-            kind = "image" if view_kind == "image" else "gradcam_crop"
-            settings = [("k", k, config.alpha) for k in config.ks] + [("alpha", a, config.alpha) for a in config.alphas]
-            for parameter, value, _ in settings:
+            kind = "image" if METHODS[method].views == "image" else "gradcam_crop"
+            settings = [("k", k) for k in config.ks] + [("alpha", a) for a in config.alphas]
+            for parameter, value in settings:
                 k = int(value) if parameter == "k" else config.k
                 alpha = float(value) if parameter == "alpha" else config.alpha
                 inputs = ConceptInputs(
@@ -139,19 +147,10 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
                     examples=example_index(examples, layer, kind, k, shared.index),
                     concept_features=shared.concept_features, template_feature=shared.template_feature,
                     raw_concept_features=shared.raw_concept_features)
-                result = score_concepts(scorer, inputs, top_n=1, alpha=alpha)
-                selected = pd.DataFrame([
-                    (layer, n, method, "major", r, shared.concepts[c])
-                    for n, chosen in enumerate(result.selected) for r, (c, _) in enumerate(chosen, 1)
-                ], columns=["layer", "neuron", "method", "kind", "rank", "concept"])
+                result = score_concepts(method, inputs, top_n=1, alpha=alpha)
+                selected = selection_frame(layer, method, "major", result, shared.concepts)  # nothing: "none"
                 scored = evaluate_selections(selected, {layer: truth[layer]}, clip_encode, text_encode)
-                # neurons with nothing selected count as "none"
-                missing = sorted(set(truth[layer]) - set(scored["neuron"]))
-                if missing:
-                    filler = evaluate_selections(pd.DataFrame({
-                        "layer": layer, "neuron": missing, "method": method, "kind": "major", "rank": 0, "concept": None,
-                    }), {layer: truth[layer]}, clip_encode, text_encode)
-                    scored = pd.concat([scored, filler], ignore_index=True)
+                scored = scored[scored["judged"].astype(bool)]
                 for metric in METRICS:
                     mean, stderr, n = mean_stderr(scored[metric].to_numpy(float))
                     rows.append((layer, method, parameter, float(value), metric, mean, stderr, n))
@@ -179,7 +178,7 @@ def registry_roles() -> LayerRoles:
 
 @dg.asset(
     deps=["concept_eval", "ablation_curves"],
-    code_version="2",
+    code_version="3",
     kinds={"pandas", "parquet"},
     group_name="evaluation",
 )

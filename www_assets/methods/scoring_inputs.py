@@ -4,7 +4,8 @@
 the tensors every method shares, with an index from (image_id, view) to a row of the view
 features; `example_index` points each neuron's ranked examples at those rows, and
 `full_view_activations` lays a layer's activations over the same rows (CLIP-Dissect ranks
-the whole images itself).
+the whole images itself). Back the other way, `score_frame` and `selection_frame` turn a
+`ConceptResult` into rows of `concept_scores` and `neuron_concepts`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import pandas as pd
 import torch
 from torch import Tensor
 
+from www_assets.methods.concept_scoring import ConceptResult
 from www_assets.methods.examples import FULL_VIEW
 
-__all__ = ["SharedInputs", "example_index", "full_view_activations", "scoring_inputs"]
+__all__ = [
+    "SharedInputs", "example_index", "full_view_activations", "score_frame", "scoring_inputs", "selection_frame",
+]
 
 
 @dataclass(frozen=True)
@@ -82,3 +86,30 @@ def full_view_activations(image_ids, matrix: np.ndarray, index: dict) -> Tensor:
     rows = [index[(i, FULL_VIEW)] for i in image_ids]
     out[rows] = torch.from_numpy(np.asarray(matrix, dtype=np.float32))
     return out
+
+
+def score_frame(layer: str, method: str, kind: str, result: ConceptResult, concepts: list) -> pd.DataFrame:
+    """Rows of `concept_scores`: each neuron's top-n concepts with their scores, rank 1 first."""
+    n, top = result.top_index.shape
+    return pd.DataFrame({
+        "layer": layer, "neuron": np.repeat(np.arange(n), top).astype(np.int32), "method": method, "kind": kind,
+        "rank": np.tile(np.arange(1, top + 1), n).astype(np.int32),
+        "concept": np.asarray(concepts, dtype=object)[result.top_index.numpy().reshape(-1)],
+        "score": result.top_scores.numpy().reshape(-1).astype(np.float32),
+    })
+
+
+def selection_frame(layer: str, method: str, kind: str, result: ConceptResult, concepts: list) -> pd.DataFrame:
+    """Rows of `neuron_concepts`: each neuron's selected concepts (rank 1, 2, ...; one row with
+    rank 0 and concept NULL when nothing was selected), each row with the size and the members of
+    the neuron's tied top set."""
+    rows = []
+    sizes = result.tie_size.tolist() if len(result.tie_size) else [1] * len(result.selected)
+    for neuron, chosen in enumerate(result.selected):
+        tied = [concepts[i] for i in result.tied[neuron]] if result.tied else []
+        if not chosen:
+            rows.append((layer, neuron, method, kind, 0, None, np.nan, sizes[neuron], tied))
+        for rank, (ci, score) in enumerate(chosen, start=1):
+            rows.append((layer, neuron, method, kind, rank, concepts[ci], float(score), sizes[neuron], tied))
+    df = pd.DataFrame(rows, columns=["layer", "neuron", "method", "kind", "rank", "concept", "score", "tie_size", "tied"])
+    return df.astype({"neuron": np.int32, "rank": np.int32, "score": np.float32, "tie_size": np.int32})
