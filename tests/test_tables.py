@@ -193,3 +193,19 @@ def test_figures_reject_bad_input(tmp_path, summary):
     with pytest.raises(ValueError, match="no summary rows for model 'nope'"):
         metric_bars_figure(summary, "nope", tmp_path / "bars.png")
     assert not any(tmp_path.iterdir())
+
+
+def test_judged_counts_and_tie_columns():
+    rows = [
+        {**summary_row("A", method, metric, mean), "n_candidates": 16}
+        for method, means in (("www", (0.5, 0.7, 0.0)), ("clip_dissect", (0.4, 0.9, 0.75)))
+        for metric, mean in zip(("hit", "hit_tie_aware", "tied_top"), means)
+    ]
+    table = markdown_main_table(pd.DataFrame(rows), "m")
+    lines = table.splitlines()
+    assert lines[0] == "| Concept set | Method | Hit rate | Hit rate, tie-aware | Tied top | Neurons |"
+    # the tied-top share describes the neurons: never bold; 10 of 16 candidate neurons judged
+    assert lines[2] == "| `A` | CLIP-Dissect | 0.4000 ± 0.010 | **0.9000 ± 0.010** | 0.7500 ± 0.010 | 10 of 16 |"
+    text = results_markdown(pd.DataFrame(rows))
+    assert "**Tied top**" not in text and "**Hit rate, tie-aware**: on `A` CLIP-Dissect wins" in text
+    assert "*n of N* neurons" in text and "*Hit rate, tie-aware* counts a hit" in text
