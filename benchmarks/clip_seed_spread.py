@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 # tables whose files the CLIP's retraining rewrites; everything else is linked from --source
 REWRITTEN = ("world_clip", "clip_image_embeddings", "clip_text_embeddings", "concept_scores", "neuron_concepts",
              "concept_eval", "evaluation_summary")
