@@ -12,13 +12,15 @@ from collections.abc import Callable, Mapping
 
 import pandas as pd
 
+from www_assets.methods.neuron_truth import TRUTH_AUROC_FLOOR
 from www_assets.methods.tables import detection_markdown, results_markdown, training_markdown
 
 __all__ = ["ROLE_TITLES", "LayerRoles", "results_by_role", "results_report", "role_rank"]
 
 ROLE_TITLES = {
     "final": "Final-layer neurons, judged against their class's names",
-    "hidden": "Hidden neurons (the head's input), judged against the world attribute that best predicts them",
+    "hidden": "Hidden neurons (the head's input), judged against the world attribute that best predicts them "
+              f"(neurons whose truth AUROC reaches {TRUTH_AUROC_FLOOR:g})",
 }
 
 
