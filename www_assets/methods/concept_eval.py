@@ -96,9 +96,9 @@ def summarize_concept_eval(per_neuron: pd.DataFrame) -> pd.DataFrame:
     metrics = [m for m in METRICS if m in per_neuron.columns]
     for (model, cset, layer), group in per_neuron.groupby(["model", "concept_set", "layer"]):
         candidates = group["neuron"].nunique()
-        if "judged" in group.columns:
-            group = group[group["judged"].astype(bool)]
-        wide = {m: g.set_index("neuron") for m, g in group.groupby("method")}
+        # every method keeps its rows, with n = 0 and NaN means when no neuron is judged
+        judged = group["judged"].astype(bool) if "judged" in group.columns else pd.Series(True, index=group.index)
+        wide = {m: g[judged.loc[g.index]].set_index("neuron") for m, g in group.groupby("method")}
         for method, g in wide.items():
             for metric in metrics:
                 mean, stderr, n = mean_stderr(g[metric].to_numpy(float))

@@ -20,7 +20,7 @@ __all__ = ["ROLE_TITLES", "LayerRoles", "results_by_role", "results_report", "ro
 ROLE_TITLES = {
     "final": "Final-layer neurons, judged against their class's names",
     "hidden": "Hidden neurons (the head's input), judged against the world attribute that best predicts them "
-              f"(neurons whose truth AUROC reaches {TRUTH_AUROC_FLOOR:g})",
+              f"where its AUROC reaches {TRUTH_AUROC_FLOOR:g}",
 }
 
 
