@@ -64,7 +64,7 @@ def scoring_inputs(embeddings: pd.DataFrame, texts: pd.DataFrame) -> SharedInput
         concepts=prompt["concept"].tolist(),
         concept_features=torch.from_numpy(np.stack(prompt["vector"].to_numpy())),
         raw_concept_features=torch.from_numpy(np.stack(raw["vector"].to_numpy())),
-        template_feature=torch.from_numpy(np.asarray(template["vector"].iloc[0])),
+        template_feature=torch.from_numpy(np.array(template["vector"].iloc[0], dtype=np.float32)),
     )
 
 
