@@ -95,8 +95,13 @@ def concept_eval(context: dg.AssetExecutionContext, config: EvalConfig, device: 
     df = evaluate_selections(neuron_concepts, truth_for_layers(entry, activations), clip_encode, text_encode)
     judged = df[df["judged"].astype(bool)]
     means = judged.groupby(["layer", "method"])[list(METRICS)].mean().reset_index()
-    per_layer = df.drop_duplicates(["layer", "neuron"]).groupby("layer")["judged"].agg(["sum", "size"])
-    kept = "; ".join(f"{layer}: {int(r['sum'])} of {int(r['size'])}" for layer, r in per_layer.iterrows())
+    neurons = df.drop_duplicates(["layer", "neuron"])
+    per_layer = neurons.groupby("layer").agg(judged=("judged", "sum"), size=("judged", "size"),
+                                             auroc=("truth_auroc", "mean"), precision=("truth_precision", "mean"))
+    kept = "; ".join(
+        f"{layer}: {int(r['judged'])} of {int(r['size'])}"
+        + (f" (mean truth AUROC {r['auroc']:.3f}, top-40 precision {r['precision']:.3f})" if r["auroc"] == r["auroc"] else "")
+        for layer, r in per_layer.iterrows())
     context.add_output_metadata(table_metadata(
         df, means=dg.MetadataValue.md(means.to_markdown(index=False, floatfmt=".4f")), judged_neurons=kept))
     return df
