@@ -209,3 +209,18 @@ def test_judged_counts_and_tie_columns():
     text = results_markdown(pd.DataFrame(rows))
     assert "**Tied top**" not in text and "**Hit rate, tie-aware**: on `A` CLIP-Dissect wins" in text
     assert "*n of N* neurons" in text and "*Hit rate, tie-aware* counts a hit" in text
+
+
+def test_results_by_role_groups_layers_by_what_they_are_to_their_model():
+    from types import SimpleNamespace
+
+    from www_assets.methods.report import LayerRoles, results_by_role
+
+    entries = {"m": SimpleNamespace(final_layer="fc", spatial_layer="layer4", concept_sets=("B", "A"))}
+    roles = LayerRoles(entries.get)
+    assert [roles.role("m", layer) for layer in ("fc", "layer4", "layer3")] == ["final", "hidden", "layer layer3"]
+    assert roles.role("gone", "fc") == "layer fc" and roles.first_concept_set("m", ["A", "B"]) == "B"
+    rows = [{**summary_row("A", "www", "hit", 0.5), "layer": layer} for layer in ("layer4", "fc")]
+    text = results_by_role(pd.DataFrame(rows), roles)
+    assert text.index("### Final-layer neurons") < text.index("### Hidden neurons")
+    assert "(`m` fc)" in text and "(`m` layer4)" in text
