@@ -29,6 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from www_assets.methods.concept_scoring import DEFAULT_KAPPA, MAJOR_ALPHA  # noqa: E402
+
 
 def _rss_kib(field: str) -> int | None:
     try:
@@ -171,8 +173,8 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=512)
     parser.add_argument("--top-n", type=int, default=10)
-    parser.add_argument("--alpha", type=float, default=0.95)
-    parser.add_argument("--kappa", type=float, default=16.0)
+    parser.add_argument("--alpha", type=float, default=MAJOR_ALPHA)
+    parser.add_argument("--kappa", type=float, default=DEFAULT_KAPPA)
     parser.add_argument("--budget", type=int, default=1 << 30, help="memory budget in bytes")
     parser.add_argument("--naive-neurons", type=int, default=32,
                         help="neurons the naive loops run on (then extrapolated)")

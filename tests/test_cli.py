@@ -31,10 +31,10 @@ def test_results_command_writes_the_readme(tmp_path, monkeypatch, capsys):
     assert main(["results", "--readme", str(readme)]) == 2  # nothing evaluated yet
     assert "materialize evaluation_summary" in capsys.readouterr().err
     warehouse = default_warehouse()
-    rows = [("m", "c", "fc", method, metric, mean, 0.01, 4, None, None)
+    rows = [("m", "c", "fc", method, metric, mean, 0.01, 4, 4, None, None)
             for method, mean in (("www", 0.9), ("clip_dissect", 0.8)) for metric in ("clip_cos", "text_cos", "f1", "hit")]
     warehouse.write("evaluation_summary", pd.DataFrame(rows, columns=[
-        "model", "concept_set", "layer", "method", "metric", "mean", "stderr", "n",
+        "model", "concept_set", "layer", "method", "metric", "mean", "stderr", "n", "n_candidates",
         "p_value_vs_clip_dissect", "p_value_vs_www"]), {})
     warehouse.write("misprediction_detection", pd.DataFrame({
         "score": ["heatmap_similarity", "msp"], "auroc": [0.7, 0.9], "n": [100, 100], "n_mispredicted": [10, 10]}),

@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from www_assets.methods.concept_scoring import (
-    METHOD_TEXT,
-    METHOD_VIEWS,
     METHODS,
     ConceptInputs,
+    break_ties,
     score_concepts,
     soft_wpmi_scores,
 )
@@ -92,9 +91,13 @@ def test_plain_cosine_methods_hand_case():
     assert [c for c, _ in result.selected[1]] == [1, 3, 2]
     assert result.top_index[1].tolist() == [1, 3]
     torch.testing.assert_close(result.top_scores[0], torch.tensor([0.8, 0.48]), atol=1e-6, rtol=0)
-    # cosine: same scores, argmax only
-    result = score_concepts("cosine", hand_inputs(), top_n=2)
+    # cosine on the prompts: same scores, argmax only
+    result = score_concepts("cosine", hand_inputs(), top_n=2, text="templated")
     assert [[c for c, _ in sel] for sel in result.selected] == [[0], [1], [0]]
+    # by default on the raw words (raw j = templated 3 - j): n1's raw cosines [.5, .4, .5, 0]
+    # tie between 0 and 2 -> the first-listed concept
+    result = score_concepts("cosine", hand_inputs(), top_n=2)
+    assert [[c for c, _ in sel] for sel in result.selected] == [[3], [0], [3]]
     # no_template uses the raw words: raw j = templated (3 - j) -> reversed score order
     result = score_concepts("no_template", hand_inputs(), top_n=4, alpha=0.9)
     torch.testing.assert_close(result.top_scores[0], torch.tensor([0.8, 0.48, 0.4, 0.0]), atol=1e-6, rtol=0)
@@ -105,13 +108,13 @@ def test_plain_cosine_methods_hand_case():
 def test_distance_methods_hand_case():
     # L1 to t = [t0..t3]: v0 [0, 2, 1.2, 2]; v3 [1.2, .8, 1.6, 2.4]
     # n0 mean [0.6, 1.4, 1.4, 2.2] (tie 1/2 -> lower index first)
-    result = score_concepts("l1", hand_inputs(), top_n=4)
+    result = score_concepts("l1", hand_inputs(), top_n=4, text="templated")
     torch.testing.assert_close(result.top_scores[0], -torch.tensor([0.6, 1.4, 1.4, 2.2]), atol=1e-5, rtol=0)
     assert result.top_index[0].tolist() == [0, 1, 2, 3]
     assert result.selected[0] == [(0, pytest.approx(-0.6, abs=1e-5))]
     # L2: v0 [0, sqrt2, sqrt.8, sqrt2]; v3 [sqrt.8, sqrt.4, sqrt1.28, sqrt2]
     # n0 mean [0.4472136, 1.0233345, 1.0128990, 1.4142136]: L2 puts t2 before t1
-    result = score_concepts("l2", hand_inputs(), top_n=4)
+    result = score_concepts("l2", hand_inputs(), top_n=4, text="templated")
     torch.testing.assert_close(
         result.top_scores[0], -torch.tensor([0.4472136, 1.0128990, 1.0233345, 1.4142136]), atol=1e-5, rtol=0
     )
@@ -154,7 +157,7 @@ def random_inputs(seed: int, n_views=30, n_neurons=7, n_concepts=23, dim=6, k=5)
 def naive_scores(inputs: ConceptInputs, method: str, kappa: float = 16.0) -> torch.Tensor:
     """(N, M) scores by a per-neuron, per-example, per-concept loop on float64."""
     views = inputs.view_features.double()
-    texts = (inputs.raw_concept_features if METHOD_TEXT[method] == "raw" else inputs.concept_features).double()
+    texts = (inputs.raw_concept_features if METHODS[method].text == "raw" else inputs.concept_features).double()
     template = inputs.template_feature.double()
     phi = lambda c: (1 + c) / (1 + kappa * (1 - c)) - 1  # noqa: E731
     out = torch.zeros(inputs.n_neurons, texts.shape[0], dtype=torch.float64)
@@ -214,14 +217,16 @@ def test_tvmf_kappa_zero_equals_www():
 
 def test_reported_names_use_their_scoring_function():
     inputs = random_inputs(seed=7)
-    assert set(METHOD_VIEWS) == {
+    assert set(METHODS) == {
         "www", "www_gradcam_tvmf", "www_gradcam", "www_tvmf", "clip_dissect",
         "cosine", "l1", "l2", "template_only", "no_template",
     }
-    for name, (function, views) in METHOD_VIEWS.items():
-        assert function in METHODS and views in ("image", "gradcam_crop"), name
-    assert METHOD_VIEWS["www_gradcam_tvmf"] == ("www_tvmf", "gradcam_crop")
-    assert METHOD_VIEWS["www_gradcam"] == ("www", "gradcam_crop")
+    for name, spec in METHODS.items():
+        assert spec.name == name and spec.views in ("image", "gradcam_crop"), name
+    assert (METHODS["www_gradcam_tvmf"].score, METHODS["www_gradcam_tvmf"].views) == ("tvmf_acs", "gradcam_crop")
+    assert (METHODS["www_gradcam"].score, METHODS["www_gradcam"].views) == ("acs", "gradcam_crop")
+    with pytest.raises(TypeError):
+        METHODS["www"] = METHODS["cosine"]  # the table is frozen
     a = score_concepts("www_gradcam_tvmf", inputs, kappa=4.0)
     b = score_concepts("www_tvmf", inputs, kappa=4.0)
     assert torch.equal(a.top_scores, b.top_scores) and a.selected == b.selected
@@ -403,3 +408,75 @@ def test_bad_options_raise():
         score_concepts("www", inputs, top_n=0)
     with pytest.raises(ValueError, match="kappa"):
         score_concepts("www_tvmf", inputs, kappa=-2.0)
+
+
+# --------------------------------------------------------------------------- baselines and ties
+
+
+@pytest.mark.parametrize("method", ["cosine", "l1", "l2"])
+def test_baselines_compare_raw_words_like_the_paper(method):
+    # Seed 000 table S.1's "Cosine" row equals seed 001 table 5's "no template" row: the
+    # baselines score the raw word. Random prompts and raw words point in unrelated directions.
+    inputs = random_inputs(seed=11)
+    raw = score_concepts(method, inputs, top_n=5)
+    expected = torch.sort(naive_scores(inputs, method), dim=1, descending=True, stable=True)
+    assert METHODS[method].text == "raw"
+    assert torch.equal(raw.top_index, expected.indices[:, :5])
+    templated = score_concepts(method, inputs, top_n=5, text="templated")
+    assert not torch.equal(templated.top_index[:, 0], raw.top_index[:, 0])
+    if method == "cosine":  # same scores as the no-template ablation, argmax only
+        no_template = score_concepts("no_template", inputs, top_n=5)
+        assert torch.equal(raw.top_index[:, 0], no_template.top_index[:, 0])
+        torch.testing.assert_close(raw.top_scores, no_template.top_scores)
+    with pytest.raises(ValueError, match="not an option"):
+        score_concepts("www", inputs, text="raw")
+
+
+def near_tie_inputs() -> ConceptInputs:
+    # one view e_x; raw words at cosines 0.5 (listed first) and 0.50004 (second) and 0.2
+    def word(c):
+        return [c, math.sqrt(1 - c * c), 0.0]
+
+    words = torch.tensor([word(0.5), word(0.50004), word(0.2)], dtype=torch.float64).float()
+    return ConceptInputs(
+        view_features=torch.tensor([[1.0, 0, 0]]), examples=torch.tensor([[0]]),
+        concept_features=words, template_feature=torch.tensor([0, 0, 1.0]), raw_concept_features=words,
+        view_activations=torch.tensor([[1.0]]),
+    )
+
+
+def test_near_ties_go_to_the_first_listed_concept_and_are_recorded():
+    inputs = near_tie_inputs()
+    result = score_concepts("cosine", inputs, top_n=3)
+    assert result.selected[0][0][0] == 0  # 0.50004 - 0.5 < TIE_TOLERANCE: the first listed wins
+    assert result.top_index[0].tolist() == [0, 1, 2]
+    assert result.tie_size.tolist() == [2] and result.tied == [[0, 1]]
+    strict = score_concepts("cosine", inputs, top_n=3, tie_tolerance=0.0)
+    assert strict.selected[0][0][0] == 1 and strict.tie_size.tolist() == [1] and strict.tied == [[1]]
+    # threshold rules order their selection the same way
+    no_template = score_concepts("no_template", inputs, top_n=3, alpha=0.5)
+    assert [c for c, _ in no_template.selected[0]] == [0, 1]
+
+
+def test_clip_dissect_records_its_tied_top():
+    # two concepts with the same raw feature score exactly alike; a third is far away
+    base = random_inputs(seed=13, n_concepts=6)
+    raw = base.raw_concept_features.clone()
+    raw[4] = raw[1]
+    inputs = ConceptInputs(base.view_features, base.examples, base.concept_features, base.template_feature, raw,
+                           base.view_activations)
+    result = score_concepts("clip_dissect", inputs, top_n=3)
+    for neuron in range(inputs.n_neurons):
+        tied = result.tied[neuron]
+        assert len(tied) == int(result.tie_size[neuron]) and tied == sorted(tied)
+        assert result.selected[neuron][0][0] == tied[0] == int(result.top_index[neuron, 0])
+        if 4 in tied:
+            assert 1 in tied  # the duplicate is tied with its twin, which is listed first
+
+
+def test_break_ties_hand_case():
+    scores = torch.tensor([[0.9, 0.89995, 0.89991, 0.5], [0.9, 0.8, 0.7, 0.6]])
+    index = torch.tensor([[7, 2, 5, 0], [3, 1, 2, 0]])
+    s, i, size = break_ties(scores, index, 1e-4)
+    assert i.tolist() == [[2, 5, 7, 0], [3, 1, 2, 0]] and size.tolist() == [3, 1]
+    assert s[0].tolist() == pytest.approx([0.89995, 0.89991, 0.9, 0.5])

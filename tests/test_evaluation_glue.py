@@ -12,8 +12,10 @@ import pytest
 import torch
 from scipy import stats
 
-from www_assets.concepts import example_index, full_view_activations, scoring_inputs
-from www_assets.evaluation import METRICS, class_truth, evaluate_selections, summarize_concept_eval
+from www_assets.evaluation import class_truth
+from www_assets.methods.concept_eval import METRICS, evaluate_selections, summarize_concept_eval
+from www_assets.methods.scoring_inputs import example_index, full_view_activations, scoring_inputs
+from www_assets.probe import activation_matrix
 
 # three words with known 2-d embeddings: cos(cat, kitten) = 0.8, cos(cat, car) = 0, cos(kitten, car) = 0.6
 WORDS = {"cat": [1.0, 0.0], "kitten": [0.8, 0.6], "car": [0.0, 1.0], "none": [-1.0, 0.0]}
@@ -99,7 +101,7 @@ def _embeddings_and_texts():
                    np.array([0.6, 0.8], np.float32), np.array([0.8, 0.6], np.float32)],
     })
     texts = pd.DataFrame({  # deliberately out of order
-        "concept_id": [1, -1, 0, 1, 0],
+        "concept_id": [1, None, 0, 1, 0],
         "concept": ["dog", None, "cat", "dog", "cat"],
         "form": ["prompt", "template", "raw", "raw", "prompt"],
         "vector": [np.array([0, 1.0]), np.array([0.5, 0.5]), np.array([1.0, 0.1]), np.array([0.1, 1.0]),
@@ -110,12 +112,12 @@ def _embeddings_and_texts():
 
 def test_scoring_inputs_align_concepts_prompts_and_raw_words():
     shared = scoring_inputs(*_embeddings_and_texts())
-    assert shared["concepts"] == ["cat", "dog"]
-    assert shared["concept_features"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
-    assert np.allclose(shared["raw_concept_features"].numpy(), [[1.0, 0.1], [0.1, 1.0]])
-    assert shared["template_feature"].tolist() == [0.5, 0.5]
-    assert shared["index"] == {("a", "full"): 0, ("a", "crop:0,0"): 1, ("b", "full"): 2, ("b", "crop:0,0"): 3}
-    assert torch.equal(shared["view_features"][3], torch.tensor([0.8, 0.6]))
+    assert shared.concepts == ["cat", "dog"]
+    assert shared.concept_features.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert np.allclose(shared.raw_concept_features.numpy(), [[1.0, 0.1], [0.1, 1.0]])
+    assert shared.template_feature.tolist() == [0.5, 0.5]
+    assert shared.index == {("a", "full"): 0, ("a", "crop:0,0"): 1, ("b", "full"): 2, ("b", "crop:0,0"): 3}
+    assert torch.equal(shared.view_features[3], torch.tensor([0.8, 0.6]))
 
 
 def test_example_index_points_each_neuron_at_its_ranked_views():
@@ -128,17 +130,17 @@ def test_example_index_points_each_neuron_at_its_ranked_views():
         "image_id": ["a", "b", "b", "a", "b", "a", "a"],
         "view": ["crop:0,0"] * 4 + ["full", "full", "crop:0,0"],
     })
-    crops = example_index(examples, "fc", "crop", 2, shared["index"])
+    crops = example_index(examples, "fc", "crop", 2, shared.index)
     assert crops.tolist() == [[3, 1], [3, 1]]  # neuron 0: b then a; neuron 1: b (rank 1) then a
-    assert example_index(examples, "fc", "crop", 1, shared["index"]).tolist() == [[3], [3]]
-    assert example_index(examples, "fc", "image", 1, shared["index"]).tolist() == [[2], [0]]
+    assert example_index(examples, "fc", "crop", 1, shared.index).tolist() == [[3], [3]]
+    assert example_index(examples, "fc", "image", 1, shared.index).tolist() == [[2], [0]]
 
 
 def test_full_view_activations_fill_only_full_views():
     shared = scoring_inputs(*_embeddings_and_texts())
     activations = pd.DataFrame({"layer": ["fc", "fc"], "image_id": ["b", "a"],
                                 "vector": [np.array([5.0, 6.0], np.float32), np.array([1.0, 2.0], np.float32)]})
-    acts = full_view_activations(activations, "fc", shared["index"])
+    acts = full_view_activations(*activation_matrix(activations, "fc"), shared.index)
     assert acts[0].tolist() == [1.0, 2.0] and acts[2].tolist() == [5.0, 6.0]
     assert torch.isinf(acts[1]).all() and torch.isinf(acts[3]).all()  # crops never rank as whole images
 
@@ -152,3 +154,16 @@ def test_class_truth_of_an_image_folder_splits_comma_separated_synonyms(tmp_path
     (tmp_path / "names.txt").write_text("tench, Tinca tinca\ngoldfish\n")
     entry = SimpleNamespace(is_world_model=False, probe_set=f"imagefolder:{tmp_path / 'val'}?classes={tmp_path / 'names.txt'}")
     assert class_truth(entry) == {0: ["tench", "Tinca tinca"], 1: ["goldfish"]}
+
+
+def test_a_tie_containing_a_truth_word_counts_in_the_tie_aware_reading_only():
+    selected = pd.DataFrame([
+        # neuron 0: the tie-break picked "car" from the tied set {car, cat}; neuron 1: no tie
+        ("fc", 0, "clip_dissect", "major", 1, "car", 2, ["car", "cat"]),
+        ("fc", 1, "clip_dissect", "major", 1, "kitten", 1, ["kitten"]),
+    ], columns=["layer", "neuron", "method", "kind", "rank", "concept", "tie_size", "tied"])
+    out = evaluate_selections(selected, {"fc": {0: ["cat"], 1: ["car"]}}, encode, encode).set_index("neuron")
+    assert out["hit"].tolist() == [0.0, 0.0]
+    assert out["hit_tie_aware"].tolist() == [1.0, 0.0]
+    assert out["tied_top"].tolist() == [1.0, 0.0] and out["tie_size"].tolist() == [2, 1]
+    assert out["f1"].tolist() == [0.0, 0.0]  # the strict reading is unchanged

@@ -169,3 +169,67 @@ def test_presence_matrix_rejects_bad_tables(world_tables):
         presence_matrix(scenes, pd.DataFrame({"image_id": [99], "part": ["wheel"]}))
     with pytest.raises(ValueError, match="parts lacks"):
         presence_matrix(scenes, parts.rename(columns={"part": "name"}))
+
+
+# ------------------------------------------------------------------ truth words, floor, top-k precision
+
+
+def _cars_and_trucks():
+    scenes = pd.DataFrame({
+        "image_id": [f"i{i}" for i in range(8)],
+        "label_name": ["car"] * 4 + ["truck"] * 4,
+        "colour": ["red", "red", "blue", "blue"] * 2,
+    })
+    parts = pd.DataFrame({"image_id": pd.Series([], dtype=object), "part": pd.Series([], dtype=object)})
+    presence, names = presence_matrix(scenes, parts, columns=("label_name", "colour"))
+    activations = np.array([
+        [5, 6, 7, 8, 1, 2, 3, 4],  # neuron 0: every car image above every truck image -> car, AUROC 1
+        [1, 8, 2, 7, 3, 6, 4, 5],  # neuron 1: no attribute predicts it (every AUROC 0.5)
+    ], dtype=float).T
+    return presence, names, activations
+
+
+def test_hidden_truth_names_classes_with_synonyms_and_judges_only_neurons_above_the_floor():
+    from www_assets.methods.neuron_truth import TRUTH_AUROC_FLOOR, hidden_neuron_truth, truth_words
+
+    presence, names, activations = _cars_and_trucks()
+    synonyms = {"car": ["car", "automobile"], "truck": ["truck", "lorry"]}
+    truth = hidden_neuron_truth(activations, presence, names, synonyms, k=6).set_index("neuron")
+    assert truth.at[0, "attribute"] == "car" and truth.at[0, "truth"] == ["car", "automobile"]
+    assert truth.at[0, "truth_auroc"] == pytest.approx(1.0) and bool(truth.at[0, "judged"])
+    # top-6 of neuron 0: images 3, 2, 1, 0 (cars), then 7, 6 (trucks) -> 4/6
+    assert truth.at[0, "truth_precision"] == pytest.approx(4 / 6)
+    assert truth.at[1, "truth_auroc"] == pytest.approx(0.5) and not bool(truth.at[1, "judged"])
+    assert 0.5 < TRUTH_AUROC_FLOOR <= 1.0
+    assert truth_words("red", synonyms) == ["red"] and truth_words("Truck", synonyms) == ["truck", "lorry"]
+    # a lower floor judges neuron 1 too
+    assert hidden_neuron_truth(activations, presence, names, synonyms, floor=0.5)["judged"].all()
+
+
+def test_top_k_precision_hand_case_and_ties():
+    from www_assets.methods.neuron_truth import top_k_precision
+
+    presence = np.array([[True, False], [False, True], [True, True], [False, False]])
+    activations = np.array([[3.0, 1.0], [3.0, 2.0], [1.0, 2.0], [0.0, 2.0]])
+    # neuron 0, attribute 0: top-2 = images 0, 1 (tie at 3 broken by the earlier image) -> 1/2
+    # neuron 1, attribute 1: values 1, 2, 2, 2 -> top-2 = images 1, 2 -> both present -> 1
+    assert top_k_precision(activations, presence, np.array([0, 1]), 2).tolist() == [0.5, 1.0]
+    with pytest.raises(ValueError, match="one entry per neuron"):
+        top_k_precision(activations, presence, np.array([0]), 2)
+
+
+def test_a_synonym_hits_the_hidden_truth_and_unjudged_neurons_leave_the_summary():
+    from www_assets.methods.concept_eval import evaluate_selections, summarize_concept_eval
+    from www_assets.methods.neuron_truth import hidden_neuron_truth
+
+    presence, names, activations = _cars_and_trucks()
+    truth = hidden_neuron_truth(activations, presence, names, {"car": ["car", "automobile"]})
+    selected = pd.DataFrame([("layer4", 0, "www", "major", 1, "automobile"), ("layer4", 1, "www", "major", 1, "red")],
+                            columns=["layer", "neuron", "method", "kind", "rank", "concept"])
+    encode = lambda words: np.array([[1.0, len(w)] for w in words])  # noqa: E731
+    scored = evaluate_selections(selected, {"layer4": truth}, encode, encode).set_index("neuron")
+    assert scored.at[0, "hit"] == 1.0 and scored.at[0, "truth_auroc"] == pytest.approx(1.0)
+    assert not bool(scored.at[1, "judged"])
+    summary = summarize_concept_eval(scored.reset_index().assign(model="m", concept_set="c"))
+    hits = summary[summary["metric"] == "hit"].iloc[0]
+    assert (hits["mean"], hits["n"], hits["n_candidates"]) == (1.0, 1, 2)

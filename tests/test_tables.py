@@ -193,3 +193,34 @@ def test_figures_reject_bad_input(tmp_path, summary):
     with pytest.raises(ValueError, match="no summary rows for model 'nope'"):
         metric_bars_figure(summary, "nope", tmp_path / "bars.png")
     assert not any(tmp_path.iterdir())
+
+
+def test_judged_counts_and_tie_columns():
+    rows = [
+        {**summary_row("A", method, metric, mean), "n_candidates": 16}
+        for method, means in (("www", (0.5, 0.7, 0.0)), ("clip_dissect", (0.4, 0.9, 0.75)))
+        for metric, mean in zip(("hit", "hit_tie_aware", "tied_top"), means)
+    ]
+    table = markdown_main_table(pd.DataFrame(rows), "m")
+    lines = table.splitlines()
+    assert lines[0] == "| Concept set | Method | Hit rate | Hit rate, tie-aware | Tied top | Neurons |"
+    # the tied-top share describes the neurons: never bold; 10 of 16 candidate neurons judged
+    assert lines[2] == "| `A` | CLIP-Dissect | 0.4000 ± 0.010 | **0.9000 ± 0.010** | 0.7500 ± 0.010 | 10 of 16 |"
+    text = results_markdown(pd.DataFrame(rows))
+    assert "**Tied top**" not in text and "**Hit rate, tie-aware**: on `A` CLIP-Dissect wins" in text
+    assert "*n of N* neurons" in text and "*Hit rate, tie-aware* counts a hit" in text
+
+
+def test_results_by_role_groups_layers_by_what_they_are_to_their_model():
+    from types import SimpleNamespace
+
+    from www_assets.methods.report import LayerRoles, results_by_role
+
+    entries = {"m": SimpleNamespace(final_layer="fc", spatial_layer="layer4", concept_sets=("B", "A"))}
+    roles = LayerRoles(entries.get)
+    assert [roles.role("m", layer) for layer in ("fc", "layer4", "layer3")] == ["final", "hidden", "layer layer3"]
+    assert roles.role("gone", "fc") == "layer fc" and roles.first_concept_set("m", ["A", "B"]) == "B"
+    rows = [{**summary_row("A", "www", "hit", 0.5), "layer": layer} for layer in ("layer4", "fc")]
+    text = results_by_role(pd.DataFrame(rows), roles)
+    assert text.index("### Final-layer neurons") < text.index("### Hidden neurons")
+    assert "(`m` fc)" in text and "(`m` layer4)" in text

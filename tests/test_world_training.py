@@ -22,6 +22,7 @@ from www_resources.world import (
     build_world_clip,
     class_table,
     classifier_accuracy,
+    fit_world_clip,
     generate_split,
     load_classifier,
     load_clip_checkpoint,
@@ -214,6 +215,66 @@ def test_clip_training_lowers_the_loss(world):
     assert len(result["loss"]) == 4
     assert result["loss"][-1] < result["loss"][0] - 0.2
     assert result["distinct_captions"] > 20
+
+
+def _weights(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_clip_training_is_reproducible_whatever_ran_before(world):
+    # Two trainings with the same seed give identical weights, though the process's global
+    # generator was used differently before each (as other assets of one run do).
+    _, split = world
+    trained = []
+    for draws in (3, 1000):
+        torch.rand(draws)
+        model, _, history = fit_world_clip(split.images, split.scenes, split.parts, seed=5, epochs=1, batch_size=32,
+                                           lr=2e-3, pretrain_epochs=1, model_config=TINY_CLIP)
+        trained.append(_weights(model))
+        assert history["threads"] == torch.get_num_threads()
+    assert trained[0].keys() == trained[1].keys()
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+    state = torch.get_rng_state()
+    other, _, _ = fit_world_clip(split.images, split.scenes, split.parts, seed=6, epochs=1, batch_size=32, lr=2e-3,
+                                 model_config=TINY_CLIP)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's generator is left alone
+    assert not torch.equal(_weights(other)["text_projection"], trained[0]["text_projection"])
+
+
+_FRESH_PROCESS_TRAINING = """
+import hashlib, torch
+from www_resources.world import WorldConfig, fit_world_clip, generate_split
+torch.set_num_threads({threads})
+split = generate_split(WorldConfig.from_dict({config}), "train")
+model, _, _ = fit_world_clip(split.images, split.scenes, split.parts, seed=5, epochs=1, batch_size=32, lr=2e-3,
+                             pretrain_epochs=1, model_config={clip})
+digest = hashlib.sha256()
+for key, value in model.state_dict().items():
+    digest.update(key.encode()); digest.update(value.contiguous().numpy().tobytes())
+print(digest.hexdigest())
+"""
+
+
+def test_clip_training_is_reproducible_across_processes_and_hash_seeds(world):
+    # A fresh process with another string-hash seed trains the same weights as this one.
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    _, split = world
+    model, _, _ = fit_world_clip(split.images, split.scenes, split.parts, seed=5, epochs=1, batch_size=32, lr=2e-3,
+                                 pretrain_epochs=1, model_config=TINY_CLIP)
+    here = hashlib.sha256()
+    for key, value in model.state_dict().items():
+        here.update(key.encode())
+        here.update(value.contiguous().numpy().tobytes())
+    code = _FRESH_PROCESS_TRAINING.format(threads=torch.get_num_threads(), config=repr(TINY), clip=repr(TINY_CLIP))
+    hash_seed = str(int(os.environ.get("PYTHONHASHSEED", "0") or 0) + 17)
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": hash_seed},
+                         capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == here.hexdigest()
 
 
 def test_image_tower_warm_start_trains_only_the_tower(world):

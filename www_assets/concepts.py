@@ -6,14 +6,12 @@ import numpy as np
 import pandas as pd
 
 from www_assets.common import Progress, image_markdown, model_entry, table_metadata
+from www_assets.methods.concept_scoring import DEFAULT_KAPPA, MAJOR_ALPHA, MINOR_ALPHA, TIE_TOLERANCE
+from www_assets.methods.examples import FULL_VIEW as FULL
+from www_assets.methods.examples import GRADCAM_VIEW as GRADCAM
+from www_assets.methods.examples import ExamplePool, crop_view, examples_frame
 from www_assets.partitions import concept_set_key, model_concepts, models
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
-
-FULL, GRADCAM = "full", "gradcam"
-
-
-def crop_view(r: int, c: int) -> str:
-    return f"crop:{r},{c}"
 
 
 class GradcamConfig(dg.Config):
@@ -69,43 +67,6 @@ def gradcam_crops(context: dg.AssetExecutionContext, config: GradcamConfig, devi
     df = pd.concat(out, ignore_index=True)
     context.add_output_metadata(table_metadata(df, crop_side_px=side))
     return df
-
-
-class ExamplePool:
-    """Running top-k views per neuron over a stream of batches (ties go to the earlier view)."""
-
-    def __init__(self, k: int):
-        self.k = k
-        self.values = None
-        self.views = None
-
-    def add(self, activations, first_view: int) -> None:
-        import torch
-
-        from www_assets.methods.examples import topk_lowest_index_first
-
-        batch = activations.T.contiguous()  # (N, b)
-        ids = torch.arange(first_view, first_view + batch.shape[1]).expand(batch.shape[0], -1)
-        if self.values is not None:
-            # earlier views come first, so equal values keep the earlier view
-            batch = torch.cat([self.values, batch], dim=1)
-            ids = torch.cat([self.views, ids], dim=1)
-        values, cols = topk_lowest_index_first(batch, self.k)
-        self.values, self.views = values, ids.gather(1, cols)
-
-
-def examples_frame(layer, kind, values, views, view_table: pd.DataFrame) -> pd.DataFrame:
-    """Rows of `neuron_examples` from a pool's (N, k) values and view indices into `view_table`."""
-    n, k = views.shape
-    picked = view_table.iloc[views.reshape(-1)]
-    return pd.DataFrame({
-        "layer": layer, "neuron": np.repeat(np.arange(n), k).astype(np.int32), "kind": kind,
-        "rank": np.tile(np.arange(1, k + 1), n).astype(np.int32),
-        "image_id": picked["image_id"].to_numpy(), "view": picked["view"].to_numpy(),
-        "box_x0": picked["box_x0"].to_numpy(), "box_y0": picked["box_y0"].to_numpy(),
-        "box_x1": picked["box_x1"].to_numpy(), "box_y1": picked["box_y1"].to_numpy(),
-        "activation": values.reshape(-1).astype(np.float32),
-    })
 
 
 class CropExamplesConfig(dg.Config):
@@ -262,14 +223,14 @@ def load_concepts(name: str) -> list[str]:
 @dg.asset(
     partitions_def=model_concepts,
     deps=["world_clip", "world_scenes"],
-    code_version="1",
+    code_version="2",
     kinds={"pytorch", "parquet"},
     group_name="what",
     pool="gpu",
 )
 def clip_text_embeddings(context: dg.AssetExecutionContext, config: TextConfig, device: TorchDevice) -> pd.DataFrame:
     """CLIP text features of each concept as the templated prompt (form = prompt) and as the raw
-    word (form = raw), and of the bare template (form = template, concept_id = -1)."""
+    word (form = raw), and of the bare template (form = template, concept_id and concept NULL)."""
     from www_resources.clip import load_clip
     from www_resources.registry import resolve_data_path
 
@@ -283,7 +244,7 @@ def clip_text_embeddings(context: dg.AssetExecutionContext, config: TextConfig, 
     m = len(concepts)
     df = pd.DataFrame({
         "clip_model": entry.clip,
-        "concept_id": np.concatenate([[-1], np.arange(m), np.arange(m)]).astype(np.int32),
+        "concept_id": [None] + [*range(m)] * 2,  # the bare template is no concept
         "concept": [None] + list(concepts) + list(concepts),
         "form": ["template"] + ["prompt"] * m + ["raw"] * m,
         "text": texts,
@@ -296,62 +257,19 @@ def clip_text_embeddings(context: dg.AssetExecutionContext, config: TextConfig, 
 class ScoringConfig(dg.Config):
     k: int = 40  # examples per neuron (WWW: 40 images and 40 crops)
     top_n: int = 10  # concept_scores keeps the best top_n per neuron
-    alpha_major: float = 0.95
-    alpha_minor: float = 0.90
-    kappa: float = 16.0  # t-vMF concentration (seed 002 method; kappa = 0 is the cosine)
+    alpha_major: float = MAJOR_ALPHA
+    alpha_minor: float = MINOR_ALPHA
+    kappa: float = DEFAULT_KAPPA  # t-vMF concentration (seed 002 method; kappa = 0 is the cosine)
+    tie_tolerance: float = TIE_TOLERANCE  # scores this close to a neuron's best are tied with it
+    baseline_text: str = "raw"  # cosine / L1 / L2 baselines: "raw" word (the paper) or "templated" prompt
     methods: list[str] = []  # empty: every method
-
-
-def scoring_inputs(embeddings: pd.DataFrame, texts: pd.DataFrame):
-    """Tensors shared by every method: view features with their (image_id, view) index and the text features."""
-    import torch
-
-    views = embeddings.reset_index(drop=True)
-    index = {key: i for i, key in enumerate(zip(views["image_id"], views["view"]))}
-    view_features = torch.from_numpy(np.stack(views["vector"].to_numpy()).astype(np.float32))
-    t = texts.sort_values(["form", "concept_id"])
-    prompt = t[t["form"] == "prompt"]
-    raw = t[t["form"] == "raw"]
-    return {
-        "index": index,
-        "views": views,
-        "view_features": view_features,
-        "concepts": prompt["concept"].tolist(),
-        "concept_features": torch.from_numpy(np.stack(prompt["vector"].to_numpy())),
-        "raw_concept_features": torch.from_numpy(np.stack(raw["vector"].to_numpy())),
-        "template_feature": torch.from_numpy(np.asarray(t[t["form"] == "template"]["vector"].iloc[0])),
-    }
-
-
-def example_index(examples: pd.DataFrame, layer: str, kind: str, k: int, index: dict):
-    """(N, k) view indices of the top-k examples of every neuron of one layer and kind."""
-    import torch
-
-    rows = examples[(examples["layer"] == layer) & (examples["kind"] == kind) & (examples["rank"] <= k)]
-    rows = rows.sort_values(["neuron", "rank"])
-    n = int(rows["neuron"].max()) + 1
-    flat = [index[(i, v)] for i, v in zip(rows["image_id"], rows["view"])]
-    return torch.tensor(flat, dtype=torch.long).view(n, -1)
-
-
-def full_view_activations(activations: pd.DataFrame, layer: str, index: dict):
-    """(V, N) activations on the full-image views, rows aligned with the view index (others zero)."""
-    import torch
-
-    from www_assets.probe import activation_matrix
-
-    ids, matrix = activation_matrix(activations, layer)
-    out = torch.full((len(index), matrix.shape[1]), float("-inf"))
-    rows = [index[(i, FULL)] for i in ids]
-    out[rows] = torch.from_numpy(matrix)
-    return out
 
 
 @dg.multi_asset(
     partitions_def=model_concepts,
     outs={
-        "concept_scores": dg.AssetOut(code_version="1", kinds={"pytorch", "parquet"}, group_name="what"),
-        "neuron_concepts": dg.AssetOut(code_version="1", kinds={"pytorch", "parquet"}, group_name="what"),
+        "concept_scores": dg.AssetOut(code_version="2", kinds={"pytorch", "parquet"}, group_name="what"),
+        "neuron_concepts": dg.AssetOut(code_version="2", kinds={"pytorch", "parquet"}, group_name="what"),
     },
     ins={
         "neuron_examples": dg.AssetIn(), "crop_examples": dg.AssetIn(), "activations": dg.AssetIn(),
@@ -362,71 +280,61 @@ def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, 
                       crop_examples: pd.DataFrame, activations: pd.DataFrame,
                       clip_image_embeddings: pd.DataFrame, clip_text_embeddings: pd.DataFrame):
     """Score every concept for every neuron of every configured layer with every method, and select
-    major concepts (top images, alpha = 0.95) and minor concepts (top grid crops, alpha = 0.90).
+    major concepts (top images, alpha_major) and minor concepts (top grid crops, alpha_minor).
 
-    Methods and the views they use (METHOD_VIEWS): www, www_tvmf, template_only, no_template,
-    cosine, l1, l2 and clip_dissect on whole images; www_gradcam and www_gradcam_tvmf on Grad-CAM
-    crops. Minor concepts always come from the grid crops.
+    Methods and the views they use are the table `METHODS` of methods/concept_scoring.py: www,
+    www_tvmf, template_only, no_template, cosine, l1, l2 and clip_dissect on whole images;
+    www_gradcam and www_gradcam_tvmf on Grad-CAM crops. Minor concepts always come from the grid
+    crops. Each selection row carries the size and members of the neuron's tied top set.
     """
-    from www_assets.methods.concept_scoring import METHOD_VIEWS, ConceptInputs, score_concepts
+    from www_assets.methods.concept_scoring import METHODS, ConceptInputs, score_concepts
+    from www_assets.methods.scoring_inputs import (
+        example_index, full_view_activations, score_frame, scoring_inputs, selection_frame,
+    )
+    from www_assets.probe import activation_matrix
 
     shared = scoring_inputs(clip_image_embeddings, clip_text_embeddings)
     examples = pd.concat([neuron_examples, crop_examples], ignore_index=True)
-    methods = list(config.methods) or list(METHOD_VIEWS)
-    if unknown := sorted(set(methods) - set(METHOD_VIEWS)):
-        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHOD_VIEWS)}")
-    concepts = shared["concepts"]
+    methods = list(config.methods) or list(METHODS)
+    if unknown := sorted(set(methods) - set(METHODS)):
+        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+    concepts = shared.concepts
     score_rows, concept_rows = [], []
     layers = sorted(examples["layer"].unique())
     for layer in layers:
-        view_acts = full_view_activations(activations, layer, shared["index"])
+        view_acts = full_view_activations(*activation_matrix(activations, layer), shared.index)
         for method in methods:
-            scorer, view_kind = METHOD_VIEWS[method]
+            spec = METHODS[method]
             for kind, ex_kind, alpha in (
-                ("major", "image" if view_kind == "image" else "gradcam_crop", config.alpha_major),
+                ("major", "image" if spec.views == "image" else "gradcam_crop", config.alpha_major),
                 ("minor", "crop", config.alpha_minor),
             ):
                 inputs = ConceptInputs(
-                    view_features=shared["view_features"],
-                    examples=example_index(examples, layer, ex_kind, config.k, shared["index"]),
-                    concept_features=shared["concept_features"],
-                    template_feature=shared["template_feature"],
-                    raw_concept_features=shared["raw_concept_features"],
+                    view_features=shared.view_features,
+                    examples=example_index(examples, layer, ex_kind, config.k, shared.index),
+                    concept_features=shared.concept_features,
+                    template_feature=shared.template_feature,
+                    raw_concept_features=shared.raw_concept_features,
                     view_activations=view_acts if kind == "major" and ex_kind == "image" else None,
                 )
-                if scorer == "clip_dissect" and inputs.view_activations is None:
+                if spec.score == "soft_wpmi" and inputs.view_activations is None:
                     continue  # CLIP-Dissect ranks whole images only
-                result = score_concepts(scorer, inputs, top_n=config.top_n, alpha=alpha, kappa=config.kappa)
-                score_rows.append(_score_frame(layer, method, kind, result, concepts))
-                concept_rows.append(_selection_frame(layer, method, kind, result, concepts))
+                result = score_concepts(method, inputs, top_n=config.top_n, alpha=alpha, kappa=config.kappa,
+                                        text=config.baseline_text if spec.text_choice else None,
+                                        tie_tolerance=config.tie_tolerance)
+                score_rows.append(score_frame(layer, method, kind, result, concepts))
+                concept_rows.append(selection_frame(layer, method, kind, result, concepts))
             context.log.info(f"{layer}: {method} scored ({len(concepts)} concepts)")
     scores = pd.concat(score_rows, ignore_index=True)
     selected = pd.concat(concept_rows, ignore_index=True)
     empty = int(selected["concept"].isna().sum())
+    firsts = selected[(selected["kind"] == "major") & (selected["rank"] <= 1)]
+    ties = firsts.groupby(["layer", "method"])["tie_size"].apply(lambda s: f"{int((s > 1).sum())}/{len(s)}")
     yield dg.Output(scores, "concept_scores", metadata=table_metadata(scores, methods=", ".join(methods)))
     yield dg.Output(selected, "neuron_concepts", metadata=table_metadata(
-        selected[selected["method"] == "www"], neurons_with_nothing_selected=empty))
-
-
-def _score_frame(layer, method, kind, result, concepts) -> pd.DataFrame:
-    n, top = result.top_index.shape
-    return pd.DataFrame({
-        "layer": layer, "neuron": np.repeat(np.arange(n), top).astype(np.int32), "method": method, "kind": kind,
-        "rank": np.tile(np.arange(1, top + 1), n).astype(np.int32),
-        "concept": np.asarray(concepts, dtype=object)[result.top_index.numpy().reshape(-1)],
-        "score": result.top_scores.numpy().reshape(-1).astype(np.float32),
-    })
-
-
-def _selection_frame(layer, method, kind, result, concepts) -> pd.DataFrame:
-    rows = []
-    for neuron, chosen in enumerate(result.selected):
-        if not chosen:
-            rows.append((layer, neuron, method, kind, 0, None, np.nan))
-        for rank, (ci, score) in enumerate(chosen, start=1):
-            rows.append((layer, neuron, method, kind, rank, concepts[ci], float(score)))
-    df = pd.DataFrame(rows, columns=["layer", "neuron", "method", "kind", "rank", "concept", "score"])
-    return df.astype({"neuron": np.int32, "rank": np.int32, "score": np.float32})
+        selected[selected["method"] == "www"], neurons_with_nothing_selected=empty,
+        neurons_with_a_tied_top=dg.MetadataValue.md(ties.rename("tied / neurons").reset_index().to_markdown(index=False)),
+        tie_tolerance=config.tie_tolerance, baseline_text=config.baseline_text))
 
 
 class GalleryConfig(dg.Config):

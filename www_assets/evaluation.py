@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 
 from www_assets.common import image_markdown, model_entry, table_metadata
-from www_assets.methods.tables import REFERENCE_METHODS
-from www_assets.partitions import concept_set_key, model_concepts
+from www_assets.methods.concept_scoring import MAJOR_ALPHA
+from www_assets.methods.concept_eval import METRICS, evaluate_selections, summarize_concept_eval
+from www_assets.methods.report import LayerRoles, results_by_role
+from www_assets.partitions import model_concepts
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
-
-METRICS = ("clip_cos", "text_cos", "f1", "hit")
 
 
 class EvalConfig(dg.Config):
@@ -32,49 +32,24 @@ def class_truth(entry) -> dict[int, list[str]]:
     return {i: [s.strip() for s in name.split(",") if s.strip()] for i, name in enumerate(names)}
 
 
-def hidden_truth(entry, activations: pd.DataFrame, layer: str) -> dict[int, list[str]]:
-    """World only: each hidden neuron is judged against the world attribute (class, superclass,
-    part, colour, texture or background) whose presence best predicts its activation on the
-    probe images (highest AUROC; see www_assets/methods/neuron_truth.py)."""
-    from www_assets.methods.neuron_truth import best_matching_attribute, presence_matrix
+def hidden_truth(entry, activations: pd.DataFrame, layer: str) -> pd.DataFrame:
+    """World only: each hidden neuron's truth is the world attribute (class, superclass, part,
+    colour, texture or background) whose presence best predicts its activation on the probe
+    images (highest AUROC), named with the class's synonyms for a class; neurons below the truth
+    floor are not judged (see www_assets/methods/neuron_truth.py)."""
+    from www_assets.methods.neuron_truth import hidden_neuron_truth, presence_matrix
     from www_assets.probe import activation_matrix
     from www_resources.storage import default_warehouse
 
     wh = default_warehouse()
     scenes = wh.read("world_scenes").set_index("image_id")
     parts = wh.read("world_parts")
+    classes = wh.read("world_classes")
     ids, matrix = activation_matrix(activations, layer)
     scenes = scenes.loc[ids].reset_index()
     presence, names = presence_matrix(scenes, parts[parts["image_id"].isin(set(ids))])
-    best = best_matching_attribute(matrix, presence, names)
-    return {int(n): [a] for n, a in zip(best["neuron"], best["attribute"])}
-
-
-def evaluate_selections(selected: pd.DataFrame, truth_by_layer: dict, clip_encode, text_encode) -> pd.DataFrame:
-    """Score each neuron's selected major concepts per method and layer against its truth."""
-    from www_assets.methods.metrics import embedding_cosines, f1, hit
-
-    frames = []
-    major = selected[selected["kind"] == "major"]
-    for (layer, method), rows in major.groupby(["layer", "method"]):
-        truth = truth_by_layer.get(layer)
-        if not truth:
-            continue
-        by_neuron = rows.sort_values("rank").groupby("neuron")["concept"].apply(
-            lambda s: [c for c in s if isinstance(c, str)])
-        neurons = [n for n in sorted(by_neuron.index) if n in truth]
-        preds = [by_neuron[n] for n in neurons]
-        gts = [truth[n] for n in neurons]
-        frames.append(pd.DataFrame({
-            "layer": layer, "method": method, "neuron": np.asarray(neurons, np.int32),
-            "truth": gts, "predicted": preds,
-            "clip_cos": embedding_cosines(preds, gts, clip_encode),
-            "text_cos": embedding_cosines(preds, gts, text_encode),
-            "f1": [f1(p, g) for p, g in zip(preds, gts)],
-            "hit": [hit(p, g) for p, g in zip(preds, gts)],
-        }))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
-        columns=["layer", "method", "neuron", "truth", "predicted", *METRICS])
+    synonyms = {str(n).lower(): [str(s) for s in syn] for n, syn in zip(classes["name"], classes["synonyms"])}
+    return hidden_neuron_truth(matrix, presence, names, synonyms)
 
 
 def evaluation_encoders(entry, config: EvalConfig, device):
@@ -100,24 +75,35 @@ def truth_for_layers(entry, activations: pd.DataFrame) -> dict:
     partitions_def=model_concepts,
     ins={"neuron_concepts": dg.AssetIn(), "activations": dg.AssetIn()},
     deps=["world_scenes"],
-    code_version="1",
+    code_version="2",
     kinds={"pandas", "parquet"},
     group_name="evaluation",
     pool="gpu",
 )
 def concept_eval(context: dg.AssetExecutionContext, config: EvalConfig, device: TorchDevice,
                  neuron_concepts: pd.DataFrame, activations: pd.DataFrame) -> pd.DataFrame:
-    """Per neuron and method: hit, F1, CLIP cos and text cos of the selected major concepts.
+    """Per neuron and method: hit, F1, CLIP cos and text cos of the selected major concepts, and
+    the tie-aware hit.
 
     Final-layer neurons are judged against their class's names; on the world, the penultimate
-    layer's neurons are also judged against the world attribute that best predicts them. An
-    empty selection counts as the word "none".
+    layer's neurons are also judged against the world attribute that best predicts them (with
+    that truth's AUROC and top-40 precision; neurons under the truth floor are kept with
+    judged = false). An empty selection counts as the word "none".
     """
     entry = model_entry(context)
     clip_encode, text_encode = evaluation_encoders(entry, config, device.torch_device())
     df = evaluate_selections(neuron_concepts, truth_for_layers(entry, activations), clip_encode, text_encode)
-    means = df.groupby(["layer", "method"])[list(METRICS)].mean().reset_index()
-    context.add_output_metadata(table_metadata(df, means=dg.MetadataValue.md(means.to_markdown(index=False, floatfmt=".4f"))))
+    judged = df[df["judged"].astype(bool)]
+    means = judged.groupby(["layer", "method"])[list(METRICS)].mean().reset_index()
+    neurons = df.drop_duplicates(["layer", "neuron"])
+    per_layer = neurons.groupby("layer").agg(judged=("judged", "sum"), size=("judged", "size"),
+                                             auroc=("truth_auroc", "mean"), precision=("truth_precision", "mean"))
+    kept = "; ".join(
+        f"{layer}: {int(r['judged'])} of {int(r['size'])}"
+        + (f" (mean truth AUROC {r['auroc']:.3f}, top-40 precision {r['precision']:.3f})" if r["auroc"] == r["auroc"] else "")
+        for layer, r in per_layer.iterrows())
+    context.add_output_metadata(table_metadata(
+        df, means=dg.MetadataValue.md(means.to_markdown(index=False, floatfmt=".4f")), judged_neurons=kept))
     return df
 
 
@@ -125,7 +111,7 @@ class AblationConfig(dg.Config):
     ks: list[int] = [1, 5, 10, 20, 40, 80]  # seed 000 figure S.1
     alphas: list[float] = [0.80, 0.85, 0.90, 0.93, 0.95, 0.97, 0.99]  # seed 001 figure 4 (left)
     k: int = 40
-    alpha: float = 0.95
+    alpha: float = MAJOR_ALPHA
     methods: list[str] = ["www", "www_gradcam_tvmf"]
 
 
@@ -134,7 +120,7 @@ class AblationConfig(dg.Config):
     ins={"neuron_examples": dg.AssetIn(), "crop_examples": dg.AssetIn(), "activations": dg.AssetIn(),
          "clip_image_embeddings": dg.AssetIn(), "clip_text_embeddings": dg.AssetIn()},
     deps=["world_scenes"],
-    code_version="1",
+    code_version="2",
     kinds={"pytorch", "parquet"},
     group_name="evaluation",
     pool="gpu",
@@ -144,9 +130,9 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
                     clip_image_embeddings: pd.DataFrame, clip_text_embeddings: pd.DataFrame) -> pd.DataFrame:
     """The number-of-examples ablation (k) and the concept-sensitivity ablation (alpha) of the
     WWW methods on the judged layers: every metric as a function of the parameter."""
-    from www_assets.concepts import example_index, scoring_inputs
-    from www_assets.methods.concept_scoring import METHOD_VIEWS, ConceptInputs, score_concepts
+    from www_assets.methods.concept_scoring import METHODS, ConceptInputs, score_concepts
     from www_assets.methods.metrics import mean_stderr
+    from www_assets.methods.scoring_inputs import example_index, scoring_inputs, selection_frame
 
     entry = model_entry(context)
     truth = truth_for_layers(entry, activations)
@@ -156,30 +142,20 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
     rows = []
     for layer in truth:
         for method in config.methods:
-            scorer, view_kind = METHOD_VIEWS[method]
-            kind = "image" if view_kind == "image" else "gradcam_crop"
-            settings = [("k", k, config.alpha) for k in config.ks] + [("alpha", a, config.alpha) for a in config.alphas]
-            for parameter, value, _ in settings:
+            kind = "image" if METHODS[method].views == "image" else "gradcam_crop"
+            settings = [("k", k) for k in config.ks] + [("alpha", a) for a in config.alphas]
+            for parameter, value in settings:
                 k = int(value) if parameter == "k" else config.k
                 alpha = float(value) if parameter == "alpha" else config.alpha
                 inputs = ConceptInputs(
-                    view_features=shared["view_features"],
-                    examples=example_index(examples, layer, kind, k, shared["index"]),
-                    concept_features=shared["concept_features"], template_feature=shared["template_feature"],
-                    raw_concept_features=shared["raw_concept_features"])
-                result = score_concepts(scorer, inputs, top_n=1, alpha=alpha)
-                selected = pd.DataFrame([
-                    (layer, n, method, "major", r, shared["concepts"][c])
-                    for n, chosen in enumerate(result.selected) for r, (c, _) in enumerate(chosen, 1)
-                ], columns=["layer", "neuron", "method", "kind", "rank", "concept"])
+                    view_features=shared.view_features,
+                    examples=example_index(examples, layer, kind, k, shared.index),
+                    concept_features=shared.concept_features, template_feature=shared.template_feature,
+                    raw_concept_features=shared.raw_concept_features)
+                result = score_concepts(method, inputs, top_n=1, alpha=alpha)
+                selected = selection_frame(layer, method, "major", result, shared.concepts)  # nothing: "none"
                 scored = evaluate_selections(selected, {layer: truth[layer]}, clip_encode, text_encode)
-                # neurons with nothing selected count as "none"
-                missing = sorted(set(truth[layer]) - set(scored["neuron"]))
-                if missing:
-                    filler = evaluate_selections(pd.DataFrame({
-                        "layer": layer, "neuron": missing, "method": method, "kind": "major", "rank": 0, "concept": None,
-                    }), {layer: truth[layer]}, clip_encode, text_encode)
-                    scored = pd.concat([scored, filler], ignore_index=True)
+                scored = scored[scored["judged"].astype(bool)]
                 for metric in METRICS:
                     mean, stderr, n = mean_stderr(scored[metric].to_numpy(float))
                     rows.append((layer, method, parameter, float(value), metric, mean, stderr, n))
@@ -190,105 +166,24 @@ def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, d
     return df
 
 
-ROLE_TITLES = {
-    "final": "Final-layer neurons, judged against their class's names",
-    "hidden": "Hidden neurons (the head's input), judged against the world attribute that best predicts them",
-}
+def registry_entry(model: str):
+    """The model's registry entry, or None when its file is gone or bad."""
+    from www_resources.registry import RegistryError, get_model
+
+    try:
+        return get_model(model)
+    except RegistryError:
+        return None
 
 
-def role_rank(role: str) -> int:
-    """Display order of a layer role: final layer, hidden layer, then any other layer."""
-    return list(ROLE_TITLES).index(role) if role in ROLE_TITLES else len(ROLE_TITLES)
-
-
-class LayerRoles:
-    """What a judged layer is to its model, from the registry: "final" (its neurons are the
-    class logits), "hidden" (the spatial layer feeding the head) or "layer <name>"; unknown
-    models (registry file gone) keep the layer name."""
-
-    def __init__(self):
-        self._entries: dict = {}
-
-    def entry(self, model: str):
-        """The model's registry entry, or None when its file is gone or bad (read once)."""
-        from www_resources.registry import RegistryError, get_model
-
-        if model not in self._entries:
-            try:
-                self._entries[model] = get_model(model)
-            except RegistryError:
-                self._entries[model] = None
-        return self._entries[model]
-
-    def role(self, model: str, layer: str) -> str:
-        entry = self.entry(model)
-        if entry is not None and layer == entry.final_layer:
-            return "final"
-        if entry is not None and layer == entry.spatial_layer:
-            return "hidden"
-        return f"layer {layer}"
-
-    def order(self, model: str, layer: str) -> tuple:
-        return (role_rank(self.role(model, layer)), layer)
-
-    def first_concept_set(self, model: str, available) -> str:
-        """The first of the model's registry concept sets that is `available` (else the first sorted)."""
-        available = sorted(set(available))
-        entry = self.entry(model)
-        listed = [c for c in (entry.concept_sets if entry is not None else ()) if c in available]
-        return (listed or available)[0]
-
-
-def results_by_role(summary: pd.DataFrame, heading_level: int = 3, ablations: bool = True) -> str:
-    """The results tables with one section per layer role (final-layer neurons, hidden neurons),
-    every model's judged layer of that role inside it (markdown ending with a newline)."""
-    from www_assets.methods.tables import results_markdown
-
-    if summary.empty:
-        return results_markdown(summary, heading_level=heading_level)
-    roles = LayerRoles()
-    role = [roles.role(m, l) for m, l in zip(summary["model"], summary["layer"])]
-    tagged = summary.assign(role=role)
-    sections = []
-    for name in sorted(set(role), key=lambda r: (role_rank(r), r)):
-        rows = tagged[tagged["role"] == name]
-        layers = ", ".join(f"`{m}` {l}" for m, l in sorted(set(zip(rows["model"], rows["layer"]))))
-        title = f"{ROLE_TITLES.get(name, name.capitalize())} ({layers})"
-        sections.append(results_markdown(rows.drop(columns=["layer", "role"]), heading_level=heading_level,
-                                         title=title, ablations=ablations))
-    return "\n".join(sections)
-
-
-def summarize_concept_eval(per_neuron: pd.DataFrame) -> pd.DataFrame:
-    """Mean +- standard error of every metric per model x concept set x layer x method over its
-    neurons, and the p-value of a paired t-test (pairs = the same neuron) of each method against
-    each reference method (`REFERENCE_METHODS`); NaN against itself or an absent reference."""
-    from www_assets.methods.metrics import mean_stderr, paired_t_test
-
-    rows = []
-    for (model, cset, layer), group in per_neuron.groupby(["model", "concept_set", "layer"]):
-        wide = {m: g.set_index("neuron") for m, g in group.groupby("method")}
-        for method, g in wide.items():
-            for metric in METRICS:
-                mean, stderr, n = mean_stderr(g[metric].to_numpy(float))
-                p = {}
-                for ref in REFERENCE_METHODS:
-                    if ref in wide and ref != method:
-                        common = g.index.intersection(wide[ref].index)
-                        p[ref] = paired_t_test(g.loc[common, metric].to_numpy(float),
-                                               wide[ref].loc[common, metric].to_numpy(float))[1]
-                    else:
-                        p[ref] = np.nan
-                rows.append((model, cset, layer, method, metric, mean, stderr, n, *(p[r] for r in REFERENCE_METHODS)))
-    summary = pd.DataFrame(rows, columns=["model", "concept_set", "layer", "method", "metric", "mean", "stderr", "n",
-                                          *(f"p_value_vs_{r}" for r in REFERENCE_METHODS)])
-    summary["n"] = summary["n"].astype(np.int32)
-    return summary
+def registry_roles() -> LayerRoles:
+    """Layer roles (final / hidden) of the registry's models."""
+    return LayerRoles(registry_entry)
 
 
 @dg.asset(
     deps=["concept_eval", "ablation_curves"],
-    code_version="2",
+    code_version="3",
     kinds={"pandas", "parquet"},
     group_name="evaluation",
 )
@@ -305,11 +200,11 @@ def evaluation_summary(context: dg.AssetExecutionContext, warehouse: WarehouseRe
     meta = {"rows": len(summary)}
     folder = warehouse.artifacts / "evaluation"
     folder.mkdir(parents=True, exist_ok=True)
-    results = results_by_role(summary, heading_level=3, ablations=True)
+    roles = registry_roles()
+    results = results_by_role(summary, roles, heading_level=3, ablations=True)
     (folder.parent / "results.md").write_text(results)
     meta["tables"] = dg.MetadataValue.md(results)
     curves = warehouse.read("ablation_curves")
-    roles = LayerRoles()
     for model in sorted(summary["model"].unique()):
         layers = sorted(summary[summary["model"] == model]["layer"].unique(), key=lambda l: roles.order(model, l))
         for layer in layers:
@@ -334,37 +229,23 @@ def evaluation_summary(context: dg.AssetExecutionContext, warehouse: WarehouseRe
 
 def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, clip: pd.DataFrame | None = None,
                    detection: pd.DataFrame | None = None, heading_level: int = 3) -> str:
-    """The README's results: the trained models' accuracy against their targets, the main
-    concept-discovery tables per layer role with the winner sentences (the ablation tables, which
-    regroup the same rows, stay in data/artifacts/results.md and the UI), and misprediction
-    detection. Each frame is a table of the catalog; None or empty leaves its part out."""
-    from www_assets.methods.tables import detection_markdown, training_markdown
+    """The README's results from the catalog's tables, with the targets of the trained models
+    read from the registry (see `methods.report.results_report`)."""
+    from www_assets.methods import report
     from www_assets.world import CLIP_TARGETS, classifier_target
 
-    head = "#" * heading_level
-    parts = []
+    roles = registry_roles()
+    targets = {}
     if training is not None and len(training):
-        roles = LayerRoles()
-        targets = {}
         for model in training["model"].unique():
             entry = roles.entry(model)
             if entry is not None and (target := classifier_target(entry)) is not None:
                 targets[model] = target
-        parts += [f"{head} Trained models", "", training_markdown(training, targets, clip, CLIP_TARGETS), ""]
-    parts.append(results_by_role(summary, heading_level=heading_level, ablations=False))
-    if detection is not None and len(detection):
-        parts += [f"{head} Misprediction detection (test split)", "",
-                  "A misprediction is the positive class; a low score raises the alarm.", "",
-                  detection_markdown(detection), ""]
-        for model, rows in detection.groupby("model", sort=True):
-            by_score = dict(zip(rows["score"], rows["auroc"]))
-            if {"heatmap_similarity", "msp"} <= set(by_score):
-                better = "heatmap similarity" if by_score["heatmap_similarity"] > by_score["msp"] else \
-                    "the max softmax probability"
-                parts.append(f"- `{model}`: {better} detects mispredictions better "
-                             f"(AUROC {max(by_score['heatmap_similarity'], by_score['msp']):.4f} vs "
-                             f"{min(by_score['heatmap_similarity'], by_score['msp']):.4f}).")
-        parts.append("")
-    from www_assets.methods.hint import results_from_warehouse  # HINT's section, from its own tables
-    parts += [s] if (s := results_from_warehouse(set(summary["model"]) if "model" in summary else None, heading_level)) else []
-    return "\n".join(parts)
+    text = report.results_report(summary, roles, training=training, targets=targets, clip=clip,
+                                 clip_targets=CLIP_TARGETS, detection=detection, heading_level=heading_level)
+    # the other explanation families render their own sections from their own tables
+    from www_assets.methods.hint import results_from_warehouse as hint_results
+
+    models = set(summary["model"]) if "model" in summary else None
+    sections = [s for s in (hint_results(models, heading_level),) if s]
+    return "\n".join([text, *sections])

@@ -148,7 +148,7 @@ class ClipTrainingConfig(dg.Config):
 
 @dg.asset(
     deps=["world_scenes", "world_parts", "world_classes"],
-    code_version="2",
+    code_version="3",
     kinds={"pytorch", "parquet"},
     group_name="world",
     pool="gpu",
@@ -162,8 +162,7 @@ def world_clip(context: dg.AssetExecutionContext, config: ClipTrainingConfig, wa
     import time
 
     from www_resources.world import (
-        ATTRIBUTES, attribute_retrieval_accuracy, build_world_clip, pretrain_clip_image_tower, save_clip_checkpoint, train_clip,
-        zero_shot_accuracy,
+        ATTRIBUTES, attribute_retrieval_accuracy, fit_world_clip, save_clip_checkpoint, zero_shot_accuracy,
     )
 
     train_images, _ = _split("train")
@@ -171,11 +170,7 @@ def world_clip(context: dg.AssetExecutionContext, config: ClipTrainingConfig, wa
     scenes = warehouse.read("world_scenes")
     parts = warehouse.read("world_parts")
     classes = warehouse.read("world_classes").sort_values("class_id")
-    size = int(train_images.shape[1])
-    model, tokenizer = build_world_clip(size)
     kwargs = {**world_file("clip"), **_given(config)}
-    pretrain_epochs = int(kwargs.pop("pretrain_epochs", 0))
-    pretrain_lr = float(kwargs.pop("pretrain_lr", 0.003))
 
     def split_tables(name):
         rows = scenes[scenes["split"] == name].sort_values("index").reset_index(drop=True)
@@ -183,12 +178,8 @@ def world_clip(context: dg.AssetExecutionContext, config: ClipTrainingConfig, wa
 
     train_scenes, train_parts = split_tables("train")
     t0 = time.monotonic()
-    if pretrain_epochs > 0:
-        context.log.info(f"supervised warm start of the image tower: {pretrain_epochs} epochs")
-        pretrain_clip_image_tower(model, train_images, train_scenes, train_parts, epochs=pretrain_epochs,
-                                  batch_size=kwargs.get("batch_size", 128), lr=pretrain_lr,
-                                  seed=kwargs.get("seed", 0), log=context.log.info)
-    history = train_clip(model, tokenizer, train_images, train_scenes, train_parts, log=context.log.info, **kwargs)
+    model, tokenizer, history = fit_world_clip(train_images, train_scenes, train_parts, log=context.log.info,
+                                               **{"seed": 0, **kwargs})
     seconds = time.monotonic() - t0
     test_scenes, test_parts = split_tables("test")
     metrics = {
@@ -197,6 +188,7 @@ def world_clip(context: dg.AssetExecutionContext, config: ClipTrainingConfig, wa
            for a in ATTRIBUTES},
         "train_seconds": seconds,
         "final_loss": float(history["loss"][-1]),
+        "torch_threads": history["threads"],  # the weights are reproducible for the same seed and thread count
     }
     path = warehouse.artifacts / "models" / "world-clip.pt"
     save_clip_checkpoint(model, model.world_config, path)

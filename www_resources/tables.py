@@ -180,8 +180,10 @@ table(
 table(
     "neuron_concepts",
     "The selected major and minor concepts per neuron and method; a row with concept NULL means "
-    "the method selected nothing (its best score was not positive).",
-    {"layer": STR, "neuron": I32, "method": STR, "kind": STR, "rank": I32, "concept": STR, "score": F32},
+    "the method selected nothing (its best score was not positive). tie_size and tied: the concepts "
+    "whose score is within the tie tolerance of the neuron's best (1 and the best alone: no tie).",
+    {"layer": STR, "neuron": I32, "method": STR, "kind": STR, "rank": I32, "concept": STR, "score": F32,
+     "tie_size": I32, "tied": STR_LIST},
     partition_by=MODEL_CONCEPTS,
     grain=("layer", "neuron", "method", "kind", "rank"),
 )
@@ -232,21 +234,25 @@ table(
 # --- evaluation -----------------------------------------------------------------------------
 table(
     "concept_eval",
-    "Per neuron and method: ground truth, selected concepts, CLIP cos, text cos, F1 and hit.",
+    "Per neuron and method: ground truth, selected concepts, CLIP cos, text cos, F1 and hit; the "
+    "tie-aware hit (a truth word anywhere in the tied top set) and the tied set's size; for hidden "
+    "neurons the truth's AUROC, its precision among the neuron's top-40 images and whether the "
+    "neuron passes the truth floor (judged; the summary uses judged neurons only).",
     {
         "layer": STR, "method": STR, "neuron": I32, "truth": STR_LIST, "predicted": STR_LIST,
-        "clip_cos": F64, "text_cos": F64, "f1": F64, "hit": F64,
+        "clip_cos": F64, "text_cos": F64, "f1": F64, "hit": F64, "hit_tie_aware": F64, "tied_top": F64,
+        "tie_size": I32, "truth_auroc": F64, "truth_precision": F64, "judged": BOOL,
     },
     partition_by=MODEL_CONCEPTS,
     grain=("layer", "method", "neuron"),
 )
 table(
     "evaluation_summary",
-    "Mean +- standard error per model x concept set x layer x method x metric, with paired t-test "
-    "p-values against clip_dissect and against www.",
+    "Mean +- standard error per model x concept set x layer x method x metric over the judged "
+    "neurons (n of n_candidates), with paired t-test p-values against clip_dissect and against www.",
     {
         "model": STR, "concept_set": STR, "layer": STR, "method": STR, "metric": STR,
-        "mean": F64, "stderr": F64, "n": I32,
+        "mean": F64, "stderr": F64, "n": I32, "n_candidates": I32,
         "p_value_vs_clip_dissect": F64, "p_value_vs_www": F64,
     },
     grain=("model", "concept_set", "layer", "method", "metric"),

@@ -1,9 +1,11 @@
 """Concept scoring: which words of a concept set describe a neuron (WWW "what").
 
-Every method has the same signature, takes the same `ConceptInputs` and returns the same
-`ConceptResult`, so the pipeline can swap them by name (`METHODS`, `score_concepts`):
+One frozen table, `METHODS`, lists every method the pipeline reports with what it computes:
+its score, the concept texts it compares with, its selection rule and the views it scores.
+`score_concepts` runs any of them on the same `ConceptInputs` and returns the same
+`ConceptResult`:
 
-    result = score_concepts("www", inputs, top_n=10, alpha=0.95)
+    result = score_concepts("www", inputs, top_n=10, alpha=MAJOR_ALPHA)
 
 Inputs are CLIP features of the *views* (full probe images, grid crops or Grad-CAM crops)
 and of the concepts, plus each neuron's representative examples (indices of its top-k
@@ -12,42 +14,47 @@ distances enter as their negatives.
 
 Notation: for neuron n, examples v_1..v_k (unit CLIP image features), concept j with
 templated text feature t_j ("a photo of a {concept}"), raw-word feature r_j, and the bare
-template feature t_tem ("a photo of a").
+template feature t_tem ("a photo of a"). w_j below is t_j or r_j as the method's `text` says.
 
-Methods (scoring function name: score, selection rule)
-    www            ACS, eq. 1 of WWW: s_j = mean_o [cos(v_o, t_j) - cos(v_o, t_tem)].
-                   Because every v_o has unit norm, mean_o cos(v_o, t) = <mean_o v_o, t>,
-                   so all neurons x all concepts is one matrix product with the neurons'
-                   mean example features. Selection: adaptive threshold (eq. 2),
-                   s_j > alpha * max_j s_j; if max_j s_j <= 0 nothing is selected.
-    www_tvmf       t-vMF ACS (seed 002, eq. 3): s_j = mean_o [phi(cos(v_o, t_j)) -
-                   phi(cos(v_o, t_tem))], phi(c) = (1 + c)/(1 + kappa (1 - c)) - 1.
-                   Not linear in v_o, so it is computed in chunks of neurons x concepts.
-                   kappa = 0 reproduces `www`. Selection: as `www`.
-    template_only  Templated prompts, plain mean cosine s_j = mean_o cos(v_o, t_j) (no
-                   template subtraction). Selection: adaptive threshold s_j > alpha * max;
-                   if max <= 0 (the threshold would exceed the maximum and select nothing,
-                   although a plain cosine <= 0 is no sign of a missing concept) the argmax
-                   alone is selected.
-    no_template    Raw words, plain mean cosine s_j = mean_o cos(v_o, r_j). Selection: as
-                   `template_only`.
-    cosine         Templated prompts, mean cosine (as `template_only`). Selection: the
-                   argmax concept only.
-    l1             s_j = -mean_o ||v_o - t_j||_1 (unit vectors). Selection: argmax only,
-                   i.e. the concept with the smallest mean L1 distance.
-    l2             s_j = -mean_o ||v_o - t_j||_2 (unit vectors). Selection: argmax only.
-    clip_dissect   Soft-WPMI of CLIP-Dissect on raw words, using the neuron's top-100
-                   views by activation (`view_activations`), not `examples`; see
-                   `soft_wpmi_scores`. Selection: argmax only.
+Scores (`ScoringMethod.score`)
+    acs        ACS, eq. 1 of WWW: s_j = mean_o [cos(v_o, t_j) - cos(v_o, t_tem)].
+               Because every v_o has unit norm, mean_o cos(v_o, t) = <mean_o v_o, t>, so all
+               neurons x all concepts is one matrix product with the neurons' mean example
+               features.
+    tvmf_acs   t-vMF ACS (seed 002, eq. 3): s_j = mean_o [phi(cos(v_o, t_j)) -
+               phi(cos(v_o, t_tem))], phi(c) = (1 + c)/(1 + kappa (1 - c)) - 1. Not linear in
+               v_o, so it is computed in chunks of neurons x concepts; kappa = 0 gives `acs`.
+    cosine     plain mean cosine s_j = mean_o cos(v_o, w_j).
+    l1, l2     s_j = -mean_o ||v_o - w_j||_1 (or _2) between unit vectors.
+    soft_wpmi  CLIP-Dissect's soft-WPMI on raw words over the neuron's top-100 views by
+               activation (`view_activations`), not `examples`; see `soft_wpmi_scores`.
 
-Only the ACS-type scores (`www`, `www_tvmf`) read "max <= 0" as "no concept fits": their
-scores are differences to the bare template, and a non-positive maximum means no concept
-matches the examples better than the empty prompt. The selection is sorted by score
-descending (ties: lower concept index first) and is not limited to `top_n`.
+Selection rules (`ScoringMethod.selection`)
+    acs_threshold  adaptive threshold (eq. 2): s_j > alpha * max_j s_j; nothing when
+                   max_j s_j <= 0. Only the ACS-type scores read "max <= 0" as "no concept
+                   fits": they are differences to the bare template, and a non-positive
+                   maximum means no concept matches the examples better than the empty prompt.
+    threshold      s_j > alpha * max; when max <= 0 (the threshold would exceed the maximum
+                   and select nothing, although a plain cosine <= 0 is no sign of a missing
+                   concept) the best concept alone is selected.
+    argmax         the best concept only.
 
-`METHOD_VIEWS` maps every method name the pipeline reports to (scoring function, views):
-the Grad-CAM variants score with `www` / `www_tvmf` and differ only in the views the asset
-passes (Grad-CAM crops instead of full images).
+The cosine / L1 / L2 baselines compare with the raw word by default: in the paper the
+"Cosine" row of its selection-rule table (seed 000, table S.1) and the "no template" row of
+its template ablation (seed 001, table 5) carry the same numbers, so the baselines are the
+raw word with a different selection rule. `text="templated"` scores them on the prompts.
+
+Ties. Scores that differ by at most `tie_tolerance` (default `TIE_TOLERANCE`) from a
+neuron's best score are a *tied set* (soft-WPMI saturates near log N, so several concepts,
+often synonyms, share the top score up to float noise). The tie is broken by the concept
+set's order: the tied concept listed first comes first, then the other tied concepts in list
+order, then the rest by score (equal scores: lower index first). The argmax rules thus pick
+the first-listed concept of the tied set, independent of float noise. `ConceptResult` keeps
+the size of the tied set and its members, so the evaluation can read a tie both ways.
+Selections are sorted the same way and are not limited to `top_n`.
+
+The Grad-CAM variants (`www_gradcam`, `www_gradcam_tvmf`) score like `www` / `www_tvmf` and
+differ only in the views the asset passes (`views = "gradcam_crop"`).
 
 Memory: no method materialises neurons x examples x concepts. Work is split into chunks
 of neurons (and of concepts for the nonlinear methods) so that the working set stays
@@ -58,7 +65,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import torch
 from torch import Tensor
@@ -80,17 +88,10 @@ __all__ = [
     "MAJOR_ALPHA",
     "MINOR_ALPHA",
     "METHODS",
-    "METHOD_VIEWS",
-    "METHOD_TEXT",
+    "ScoringMethod",
+    "TIE_TOLERANCE",
+    "break_ties",
     "score_concepts",
-    "score_www",
-    "score_www_tvmf",
-    "score_template_only",
-    "score_no_template",
-    "score_cosine",
-    "score_l1",
-    "score_l2",
-    "score_clip_dissect",
     "soft_wpmi_scores",
 ]
 
@@ -111,6 +112,14 @@ CLIP_DISSECT_LAMBDA = 1.0
 CLIP_DISSECT_P_START = 0.998
 CLIP_DISSECT_P_END = 0.97
 CLIP_DISSECT_MIN_PROB = 1e-7
+
+# Scores within this distance of a neuron's best score are tied with it. CLIP features are
+# float32 and the scores are means or sums of their products: differences below 1e-4 are far
+# below anything a concept's text can mean, and soft-WPMI's saturated tops sit within 3e-5.
+TIE_TOLERANCE = 1e-4
+# How many best concepts are kept per neuron to find its tied set: a tied set is counted up
+# to this size (its recorded size is then a lower bound).
+TIE_LIMIT = 64
 
 # Bytes of working memory per element of a (neurons x concepts) score block: the float32
 # block, boolean masks and top-n book-keeping.
@@ -215,18 +224,21 @@ class ConceptResult:
     """What a scoring method returns for the N neurons of one layer.
 
     top_scores: (N, n) float32 on CPU, the n = min(top_n, M) best concept scores per
-        neuron, best first (higher is better for every method).
-    top_index: (N, n) long on CPU, their concept indices (ties: lower index first).
-    selected: per neuron, the selected (concept index, score) pairs sorted by score
-        descending (ties: lower index first); may be empty (see each method's rule).
+        neuron in the tie-broken order (see the module doc: the tied set first, in concept
+        order; so a tied concept may come before a concept scored a hair higher).
+    top_index: (N, n) long on CPU, their concept indices.
+    selected: per neuron, the selected (concept index, score) pairs in the same order; may be
+        empty (see the selection rules).
+    tie_size: (N,) long, how many concepts are tied with the best one (1: no tie), counted
+        up to TIE_LIMIT.
+    tied: per neuron, the tied concepts' indices in concept order (length tie_size).
     """
 
     top_scores: Tensor
     top_index: Tensor
     selected: list[list[tuple[int, float]]]
-
-
-ScoringFunction = Callable[..., ConceptResult]
+    tie_size: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    tied: list[list[int]] = field(default_factory=list)
 
 
 def _describe(value: object) -> str:
@@ -235,7 +247,9 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _check_options(top_n: int, alpha: float, kappa: float, memory_budget_bytes: int) -> None:
+def _check_options(top_n: int, alpha: float, kappa: float, memory_budget_bytes: int, tie_tolerance: float) -> None:
+    if not tie_tolerance >= 0:
+        raise ValueError(f"tie_tolerance must be >= 0, got {tie_tolerance}")
     if top_n < 1:
         raise ValueError(f"top_n must be >= 1, got {top_n}")
     if not 0.0 <= alpha < 1.0:
@@ -253,16 +267,35 @@ _RULE_THRESHOLD = "threshold"  # s > alpha * max, argmax alone if max <= 0
 _RULE_ARGMAX = "argmax"  # the best concept only
 
 
+def break_ties(scores: Tensor, index: Tensor, tolerance: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Put each row's tied set first, in concept order (see the module doc).
+
+    scores, index: (R, K) best scores per row sorted descending (equal scores: lower index
+    first) and their concept indices. Returns (scores, index) reordered and tie_size (R,): the
+    tied set is the entries within `tolerance` of the row's best score, a prefix of the row.
+    """
+    if scores.shape[1] == 0:
+        return scores, index, torch.zeros(scores.shape[0], dtype=torch.long)
+    tied = scores >= scores[:, :1] - tolerance
+    tie_size = tied.sum(dim=1)
+    position = torch.arange(scores.shape[1], device=scores.device).expand_as(index)
+    # tied entries sort by concept index, the rest keep their place behind them
+    key = torch.where(tied, index, index.new_tensor(int(index.max()) + 1 if index.numel() else 0) + position)
+    order = key.argsort(dim=1, stable=True)
+    return scores.gather(1, order), index.gather(1, order), tie_size
+
+
 def _select(
-    block: Tensor, top_index: Tensor, top_scores: Tensor, rule: str, alpha: float
+    block: Tensor, top_index: Tensor, top_scores: Tensor, tie_size: Tensor, rule: str, alpha: float
 ) -> list[list[tuple[int, float]]]:
-    """Selected (concept, score) lists for a (n_c, M) block of scores (see module doc)."""
+    """Selected (concept, score) lists for a (n_c, M) block of scores (see module doc);
+    top_index / top_scores in tie-broken order."""
     n_rows = block.shape[0]
     if rule == _RULE_ARGMAX:
         best = top_index[:, 0].tolist()
         score = top_scores[:, 0].tolist()
         return [[(b, s)] for b, s in zip(best, score, strict=True)]
-    row_max = top_scores[:, 0].to(block.device)  # (n_c,)
+    row_max = block.max(dim=1).values  # (n_c,)
     mask = block > (alpha * row_max).unsqueeze(1)
     non_positive = row_max <= 0
     if rule == _RULE_ACS_THRESHOLD:
@@ -281,32 +314,49 @@ def _select(
     order = torch.sort(rows, stable=True).indices  # group by row, keep score order inside
     cols, values = cols[order].tolist(), values[order].tolist()
     counts = torch.bincount(rows, minlength=n_rows).tolist()
+    sizes = tie_size.tolist()
     selected: list[list[tuple[int, float]]] = []
     start = 0
-    for count in counts:
-        selected.append(list(zip(cols[start : start + count], values[start : start + count])))
+    for row, count in enumerate(counts):
+        chosen = list(zip(cols[start : start + count], values[start : start + count]))
+        if sizes[row] > 1 and chosen:
+            rank = {c: i for i, c in enumerate(top_index[row, : sizes[row]].tolist())}
+            # the tied set first in concept order, the rest as ranked by score
+            chosen.sort(key=lambda pair: rank.get(pair[0], len(rank)))
+        selected.append(chosen)
         start += count
     return selected
 
 
 class _Collector:
-    """Accumulates per-chunk top-n and selections into one ConceptResult."""
+    """Accumulates per-chunk top-n, tied sets and selections into one ConceptResult."""
 
-    def __init__(self, n_neurons: int, n_concepts: int, top_n: int) -> None:
+    def __init__(self, n_neurons: int, n_concepts: int, top_n: int, tie_tolerance: float) -> None:
         self.top_n = min(top_n, n_concepts)
+        self.keep = min(max(top_n, TIE_LIMIT), n_concepts)
+        self.tie_tolerance = tie_tolerance
         self.top_scores = torch.empty((n_neurons, self.top_n), dtype=torch.float32)
         self.top_index = torch.empty((n_neurons, self.top_n), dtype=torch.long)
+        self.tie_size = torch.ones(n_neurons, dtype=torch.long)
+        self.tied: list[list[int]] = [[] for _ in range(n_neurons)]
         self.selected: list[list[tuple[int, float]]] = [[] for _ in range(n_neurons)]
+
+    def add_top(self, neurons: slice, scores: Tensor, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Store the tie-broken top of these neurons from their `keep` best (sorted) scores."""
+        scores, index, tie_size = break_ties(scores.float().cpu(), index.cpu(), self.tie_tolerance)
+        self.top_scores[neurons], self.top_index[neurons] = scores[:, : self.top_n], index[:, : self.top_n]
+        self.tie_size[neurons] = tie_size
+        self.tied[neurons] = [row[:size] for row, size in zip(index.tolist(), tie_size.tolist(), strict=True)]
+        return scores, index, tie_size
 
     def add_block(self, neurons: slice, block: Tensor, rule: str, alpha: float) -> None:
         """block: (n_c, M) scores of the neurons in `neurons` over all concepts."""
-        scores, index = topk_lowest_index_first(block, self.top_n)
-        scores, index = scores.float().cpu(), index.cpu()
-        self.top_scores[neurons], self.top_index[neurons] = scores, index
-        self.selected[neurons] = _select(block, index, scores, rule, alpha)
+        scores, index = topk_lowest_index_first(block, self.keep)
+        scores, index, tie_size = self.add_top(neurons, scores, index)
+        self.selected[neurons] = _select(block, index, scores, tie_size, rule, alpha)
 
     def result(self) -> ConceptResult:
-        return ConceptResult(self.top_scores, self.top_index, self.selected)
+        return ConceptResult(self.top_scores, self.top_index, self.selected, self.tie_size, self.tied)
 
 
 # --------------------------------------------------------------------------- score engines
@@ -325,6 +375,7 @@ def _linear_scores(
     top_n: int,
     alpha: float,
     memory_budget_bytes: int,
+    tie_tolerance: float,
 ) -> ConceptResult:
     """Scores that are linear in the examples: mean cosine, optionally minus the template's.
 
@@ -336,7 +387,7 @@ def _linear_scores(
     template_unit = unit_rows(inputs.template_feature.to(device).unsqueeze(0))[0].to(view_unit.dtype)
     examples = inputs.examples.to(device)
     n_neurons, n_concepts = inputs.n_neurons, text_unit.shape[0]
-    collector = _Collector(n_neurons, n_concepts, top_n)
+    collector = _Collector(n_neurons, n_concepts, top_n, tie_tolerance)
     chunk = rows_per_chunk(_BYTES_PER_SCORE * n_concepts, memory_budget_bytes, max(n_neurons, 1))
     for neurons in chunk_slices(n_neurons, chunk):
         mean_features = _mean_example_features(view_unit, examples[neurons])  # (n_c, d)
@@ -356,6 +407,7 @@ def _pairwise_mean_scores(
     top_n: int,
     alpha: float,
     memory_budget_bytes: int,
+    tie_tolerance: float,
 ) -> ConceptResult:
     """Scores that average a nonlinear view-text score over the examples.
 
@@ -371,7 +423,7 @@ def _pairwise_mean_scores(
     examples = inputs.examples.to(device)
     n_neurons, n_examples = examples.shape
     n_concepts = text_unit.shape[0]
-    collector = _Collector(n_neurons, n_concepts, top_n)
+    collector = _Collector(n_neurons, n_concepts, top_n, tie_tolerance)
     # Half of the budget for the (n_c, M) score block, half for the per-concept-chunk work.
     block_budget = max(1, memory_budget_bytes // 2)
     chunk = rows_per_chunk(_BYTES_PER_SCORE * n_concepts, block_budget, max(n_neurons, 1))
@@ -396,165 +448,6 @@ def _pairwise_mean_scores(
         collector.add_block(neurons, block, rule, alpha)
     return collector.result()
 
-
-# --------------------------------------------------------------------------- methods
-
-
-def score_www(
-    inputs: ConceptInputs,
-    *,
-    top_n: int = 10,
-    alpha: float = MAJOR_ALPHA,
-    kappa: float = DEFAULT_KAPPA,
-    memory_budget_bytes: int = 1 << 30,
-) -> ConceptResult:
-    """WWW: adaptive cosine similarity (eq. 1) and adaptive threshold (eq. 2).
-
-    s_j = mean_o [cos(v_o, t_j) - cos(v_o, t_tem)] on templated prompts, computed as
-    <mean_o v_o, t_j - t_tem> (one matrix product per chunk of neurons).
-    Selected: s_j > alpha * max_j s_j; nothing when max_j s_j <= 0 (no concept beats the
-    bare template). `kappa` is ignored.
-    """
-    _check_options(top_n, alpha, kappa, memory_budget_bytes)
-    return _linear_scores(
-        inputs, inputs.concept_features, True, _RULE_ACS_THRESHOLD, top_n, alpha, memory_budget_bytes
-    )
-
-
-def score_www_tvmf(
-    inputs: ConceptInputs,
-    *,
-    top_n: int = 10,
-    alpha: float = MAJOR_ALPHA,
-    kappa: float = DEFAULT_KAPPA,
-    memory_budget_bytes: int = 1 << 30,
-) -> ConceptResult:
-    """t-vMF ACS (seed 002): s_j = mean_o [phi(cos(v_o, t_j)) - phi(cos(v_o, t_tem))].
-
-    phi(c) = (1 + c)/(1 + kappa (1 - c)) - 1 on templated prompts; kappa = 0 equals `www`.
-    Computed in chunks of neurons x concepts within `memory_budget_bytes`.
-    Selected: as `www` (s_j > alpha * max; nothing when max <= 0).
-    """
-    _check_options(top_n, alpha, kappa, memory_budget_bytes)
-
-    def tvmf_pair(views: Tensor, texts: Tensor) -> Tensor:
-        return tvmf_((views @ texts.T).clamp_(-1.0, 1.0), kappa)
-
-    return _pairwise_mean_scores(
-        inputs,
-        inputs.concept_features,
-        tvmf_pair,
-        True,
-        _RULE_ACS_THRESHOLD,
-        top_n,
-        alpha,
-        memory_budget_bytes,
-    )
-
-
-def score_template_only(
-    inputs: ConceptInputs,
-    *,
-    top_n: int = 10,
-    alpha: float = MAJOR_ALPHA,
-    kappa: float = DEFAULT_KAPPA,
-    memory_budget_bytes: int = 1 << 30,
-) -> ConceptResult:
-    """Ablation "template without ACS": s_j = mean_o cos(v_o, t_j), templated prompts.
-
-    Selected: s_j > alpha * max_j s_j; when max_j s_j <= 0 that threshold would select
-    nothing, and a plain cosine <= 0 does not mean "no concept", so the argmax alone is
-    selected. `kappa` is ignored.
-    """
-    _check_options(top_n, alpha, kappa, memory_budget_bytes)
-    return _linear_scores(
-        inputs, inputs.concept_features, False, _RULE_THRESHOLD, top_n, alpha, memory_budget_bytes
-    )
-
-
-def score_no_template(
-    inputs: ConceptInputs,
-    *,
-    top_n: int = 10,
-    alpha: float = MAJOR_ALPHA,
-    kappa: float = DEFAULT_KAPPA,
-    memory_budget_bytes: int = 1 << 30,
-) -> ConceptResult:
-    """Ablation "no template": s_j = mean_o cos(v_o, r_j) with the raw concept words.
-
-    Selected: as `template_only` (threshold; argmax alone when max <= 0). `kappa` ignored.
-    """
-    _check_options(top_n, alpha, kappa, memory_budget_bytes)
-    return _linear_scores(
-        inputs, inputs.raw_concept_features, False, _RULE_THRESHOLD, top_n, alpha, memory_budget_bytes
-    )
-
-
-def score_cosine(
-    inputs: ConceptInputs,
-    *,
-    top_n: int = 10,
-    alpha: float = MAJOR_ALPHA,
-    kappa: float = DEFAULT_KAPPA,
-    memory_budget_bytes: int = 1 << 30,
-) -> ConceptResult:
-    """Baseline "cosine" (table S.1): s_j = mean_o cos(v_o, t_j), templated prompts.
-
-    Selected: the argmax concept only (lower index on ties). `alpha`, `kappa` ignored.
-    """
-    _check_options(top_n, alpha, kappa, memory_budget_bytes)
-    return _linear_scores(
-        inputs, inputs.concept_features, False, _RULE_ARGMAX, top_n, alpha, memory_budget_bytes
-    )
-
-
-def score_l1(
-    inputs: ConceptInputs,
-    *,
-    top_n: int = 10,
-    alpha: float = MAJOR_ALPHA,
-    kappa: float = DEFAULT_KAPPA,
-    memory_budget_bytes: int = 1 << 30,
-) -> ConceptResult:
-    """Baseline "L1" (table S.1): s_j = -mean_o ||v_o - t_j||_1 between unit features.
-
-    Templated prompts. Selected: argmax only (the smallest mean L1 distance).
-    Costs N*k*M*d absolute differences (no matrix-product shortcut): slow on CPU for large
-    concept sets. `alpha`, `kappa` ignored.
-    """
-    _check_options(top_n, alpha, kappa, memory_budget_bytes)
-
-    def negative_l1(views: Tensor, texts: Tensor) -> Tensor:
-        return l1_distance_matrix(views, texts).neg_()
-
-    return _pairwise_mean_scores(
-        inputs, inputs.concept_features, negative_l1, False, _RULE_ARGMAX, top_n, alpha,
-        memory_budget_bytes,
-    )
-
-
-def score_l2(
-    inputs: ConceptInputs,
-    *,
-    top_n: int = 10,
-    alpha: float = MAJOR_ALPHA,
-    kappa: float = DEFAULT_KAPPA,
-    memory_budget_bytes: int = 1 << 30,
-) -> ConceptResult:
-    """Baseline "L2" (table S.1): s_j = -mean_o ||v_o - t_j||_2 between unit features.
-
-    ||v - t|| = sqrt(2 - 2 cos): the mean of square roots is not linear in v_o, so it is
-    chunked like t-vMF. Templated prompts. Selected: argmax only. `alpha`, `kappa` ignored.
-    """
-    _check_options(top_n, alpha, kappa, memory_budget_bytes)
-
-    def negative_l2(views: Tensor, texts: Tensor) -> Tensor:
-        return l2_distance_matrix(views, texts).neg_()
-
-    return _pairwise_mean_scores(
-        inputs, inputs.concept_features, negative_l2, False, _RULE_ARGMAX, top_n, alpha,
-        memory_budget_bytes,
-    )
 
 
 def soft_wpmi_scores(
@@ -655,80 +548,43 @@ def soft_wpmi_scores(
     return best_scores.float().cpu(), best_index.cpu()
 
 
-def score_clip_dissect(
-    inputs: ConceptInputs,
-    *,
-    top_n: int = 10,
-    alpha: float = MAJOR_ALPHA,
-    kappa: float = DEFAULT_KAPPA,
-    memory_budget_bytes: int = 1 << 30,
-) -> ConceptResult:
-    """CLIP-Dissect baseline: soft-WPMI on raw words (see `soft_wpmi_scores`).
+# --------------------------------------------------------------------------- methods
 
-    Uses `inputs.view_activations` (required) to pick each neuron's top-100 views, not
-    `inputs.examples`. Selected: the argmax concept only. `alpha`, `kappa` ignored.
+
+@dataclass(frozen=True)
+class ScoringMethod:
+    """One reported concept-scoring method (see the module doc for the meaning of each field).
+
+    name: the method's name in the tables; score: acs | tvmf_acs | cosine | l1 | l2 |
+    soft_wpmi; text: "templated" or "raw", the concept texts it compares with by default;
+    selection: acs_threshold | threshold | argmax; views: "image" (full probe images) or
+    "gradcam_crop" (crops centred on the Grad-CAM maximum) for major concepts (minor concepts
+    always score grid crops); text_choice: whether `score_concepts(text=...)` may switch its
+    texts (the cosine / L1 / L2 baselines).
     """
-    _check_options(top_n, alpha, kappa, memory_budget_bytes)
-    if inputs.view_activations is None:
-        raise ValueError("clip_dissect needs inputs.view_activations (V, N); it is None")
-    n_neurons = inputs.n_neurons
-    if n_neurons == 0:
-        return _Collector(0, inputs.n_concepts, top_n).result()
-    top_scores, top_index = soft_wpmi_scores(
-        inputs.view_features,
-        inputs.raw_concept_features,
-        inputs.view_activations,
-        top_n=top_n,
-        memory_budget_bytes=memory_budget_bytes,
-    )
-    selected = [
-        [(index, score)]
-        for index, score in zip(top_index[:, 0].tolist(), top_scores[:, 0].tolist(), strict=True)
-    ]
-    return ConceptResult(top_scores, top_index, selected)
+
+    name: str
+    score: str
+    text: str
+    selection: str
+    views: str = "image"
+    text_choice: bool = False
 
 
-# --------------------------------------------------------------------------- registry
+METHODS = MappingProxyType({method.name: method for method in (
+    ScoringMethod("www", "acs", "templated", _RULE_ACS_THRESHOLD),
+    ScoringMethod("www_gradcam_tvmf", "tvmf_acs", "templated", _RULE_ACS_THRESHOLD, "gradcam_crop"),  # seed 002
+    ScoringMethod("www_gradcam", "acs", "templated", _RULE_ACS_THRESHOLD, "gradcam_crop"),  # ablation
+    ScoringMethod("www_tvmf", "tvmf_acs", "templated", _RULE_ACS_THRESHOLD),  # ablation: no Grad-CAM
+    ScoringMethod("clip_dissect", "soft_wpmi", "raw", _RULE_ARGMAX),
+    ScoringMethod("cosine", "cosine", "raw", _RULE_ARGMAX, text_choice=True),
+    ScoringMethod("l1", "l1", "raw", _RULE_ARGMAX, text_choice=True),
+    ScoringMethod("l2", "l2", "raw", _RULE_ARGMAX, text_choice=True),
+    ScoringMethod("template_only", "cosine", "templated", _RULE_THRESHOLD),  # template, no ACS
+    ScoringMethod("no_template", "cosine", "raw", _RULE_THRESHOLD),  # raw word, no ACS
+)})
 
-METHODS: dict[str, ScoringFunction] = {
-    "www": score_www,
-    "www_tvmf": score_www_tvmf,
-    "template_only": score_template_only,
-    "no_template": score_no_template,
-    "cosine": score_cosine,
-    "l1": score_l1,
-    "l2": score_l2,
-    "clip_dissect": score_clip_dissect,
-}
-
-# Which text features each scoring function compares with.
-METHOD_TEXT: dict[str, str] = {
-    "www": "templated",
-    "www_tvmf": "templated",
-    "template_only": "templated",
-    "no_template": "raw",
-    "cosine": "templated",
-    "l1": "templated",
-    "l2": "templated",
-    "clip_dissect": "raw",
-}
-
-# Reported method name -> (scoring function name in METHODS, kind of views it scores for
-# major concepts). "image": full probe images; "gradcam_crop": crops centred on the
-# Grad-CAM maximum. Minor concepts score grid crops (kind "crop", alpha = MINOR_ALPHA)
-# with the same scoring function.
-METHOD_VIEWS: dict[str, tuple[str, str]] = {
-    "www": ("www", "image"),
-    "www_gradcam_tvmf": ("www_tvmf", "gradcam_crop"),  # seed 002: Grad-CAM + t-vMF
-    "www_gradcam": ("www", "gradcam_crop"),  # ablation: Grad-CAM, cosine ACS
-    "www_tvmf": ("www_tvmf", "image"),  # ablation: t-vMF, no Grad-CAM
-    "clip_dissect": ("clip_dissect", "image"),
-    "cosine": ("cosine", "image"),
-    "l1": ("l1", "image"),
-    "l2": ("l2", "image"),
-    "template_only": ("template_only", "image"),
-    "no_template": ("no_template", "image"),
-}
+TEXTS = ("templated", "raw")
 
 
 def score_concepts(
@@ -738,23 +594,61 @@ def score_concepts(
     top_n: int = 10,
     alpha: float = MAJOR_ALPHA,
     kappa: float = DEFAULT_KAPPA,
+    text: str | None = None,
+    tie_tolerance: float = TIE_TOLERANCE,
     memory_budget_bytes: int = 1 << 30,
 ) -> ConceptResult:
-    """Score concepts with `method`: a scoring name of METHODS or a reported METHOD_VIEWS name.
+    """Score every concept for every neuron with `method` (a name of `METHODS`).
 
-    A reported name (e.g. "www_gradcam_tvmf") runs its scoring function; the caller is
-    responsible for passing the matching views (METHOD_VIEWS[method][1]).
+    The caller passes the views the method scores (METHODS[method].views) in `inputs`.
     top_n: how many best concepts to keep per neuron; alpha: concept sensitivity of the
-    threshold rules (0.95 major, 0.90 minor); kappa: t-vMF concentration;
-    memory_budget_bytes: working-memory target for the chunked computation.
+    threshold rules (MAJOR_ALPHA for major, MINOR_ALPHA for minor concepts); kappa: t-vMF
+    concentration (tvmf_acs only); text: "templated" or "raw" to override the method's texts
+    (only where `text_choice`); tie_tolerance: see the module doc; memory_budget_bytes:
+    working-memory target for the chunked computation.
     """
-    if method in METHODS:
-        function = METHODS[method]
-    elif method in METHOD_VIEWS:
-        function = METHODS[METHOD_VIEWS[method][0]]
-    else:
-        known = sorted(set(METHODS) | set(METHOD_VIEWS))
-        raise ValueError(f"unknown concept-scoring method {method!r}; known: {', '.join(known)}")
-    return function(
-        inputs, top_n=top_n, alpha=alpha, kappa=kappa, memory_budget_bytes=memory_budget_bytes
+    if method not in METHODS:
+        raise ValueError(f"unknown concept-scoring method {method!r}; known: {', '.join(sorted(METHODS))}")
+    spec = METHODS[method]
+    _check_options(top_n, alpha, kappa, memory_budget_bytes, tie_tolerance)
+    if text is not None and text != spec.text:
+        if not spec.text_choice:
+            raise ValueError(f"method {method!r} always compares with {spec.text} texts; text={text!r} is not an option")
+        if text not in TEXTS:
+            raise ValueError(f"text must be one of {TEXTS}, got {text!r}")
+    texts = inputs.raw_concept_features if (text or spec.text) == "raw" else inputs.concept_features
+    options = (top_n, alpha, memory_budget_bytes, tie_tolerance)
+    if spec.score == "acs":
+        return _linear_scores(inputs, texts, True, spec.selection, *options)
+    if spec.score == "cosine":
+        return _linear_scores(inputs, texts, False, spec.selection, *options)
+    if spec.score == "soft_wpmi":
+        return _clip_dissect(inputs, top_n, memory_budget_bytes, tie_tolerance)
+    pair_scores = {
+        "tvmf_acs": lambda views, words: tvmf_((views @ words.T).clamp_(-1.0, 1.0), kappa),
+        "l1": lambda views, words: l1_distance_matrix(views, words).neg_(),
+        # ||v - t|| = sqrt(2 - 2 cos): the mean of square roots is not linear in v_o
+        "l2": lambda views, words: l2_distance_matrix(views, words).neg_(),
+    }
+    return _pairwise_mean_scores(
+        inputs, texts, pair_scores[spec.score], spec.score == "tvmf_acs", spec.selection, *options
     )
+
+
+def _clip_dissect(inputs: ConceptInputs, top_n: int, memory_budget_bytes: int, tie_tolerance: float) -> ConceptResult:
+    """CLIP-Dissect: soft-WPMI on raw words over the neuron's top views by activation."""
+    if inputs.view_activations is None:
+        raise ValueError("clip_dissect needs inputs.view_activations (V, N); it is None")
+    collector = _Collector(inputs.n_neurons, inputs.n_concepts, top_n, tie_tolerance)
+    if inputs.n_neurons == 0:
+        return collector.result()
+    top_scores, top_index = soft_wpmi_scores(
+        inputs.view_features,
+        inputs.raw_concept_features,
+        inputs.view_activations,
+        top_n=collector.keep,
+        memory_budget_bytes=memory_budget_bytes,
+    )
+    scores, index, _ = collector.add_top(slice(0, inputs.n_neurons), top_scores, top_index)
+    collector.selected = [[(i, s)] for i, s in zip(index[:, 0].tolist(), scores[:, 0].tolist(), strict=True)]
+    return collector.result()

@@ -8,12 +8,25 @@ depend on the sorting algorithm, the device or the number of threads.
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
 from www_assets.methods.similarity import chunk_slices, rows_per_chunk
 
-__all__ = ["topk_lowest_index_first", "top_k_examples"]
+__all__ = [
+    "FULL_VIEW", "GRADCAM_VIEW", "ExamplePool", "crop_view", "examples_frame", "top_k_examples",
+    "topk_lowest_index_first",
+]
+
+# Names of the views of a probe image: the whole image, the Grad-CAM crop, grid crop (r, c).
+FULL_VIEW, GRADCAM_VIEW = "full", "gradcam"
+
+
+def crop_view(r: int, c: int) -> str:
+    """The view name of grid crop (row r, column c)."""
+    return f"crop:{r},{c}"
 
 
 def topk_lowest_index_first(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -105,3 +118,44 @@ def top_k_examples(
         per_neuron = activations[:, neurons].T.contiguous()  # (n_c, V)
         values[neurons], indices[neurons] = topk_lowest_index_first(per_neuron, k_kept)
     return indices, values
+
+
+class ExamplePool:
+    """Running top-k views per neuron over a stream of batches (ties go to the earlier view).
+
+    `add(activations (b, N), first_view)` merges a batch whose views are numbered
+    first_view .. first_view + b - 1; `values` and `views` then hold the (N, k') best so far,
+    best first, with the tie rule of `topk_lowest_index_first` (earlier views come first in
+    the merged row, so equal values keep the earlier view).
+    """
+
+    def __init__(self, k: int):
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        self.k = k
+        self.values: Tensor | None = None
+        self.views: Tensor | None = None
+
+    def add(self, activations: Tensor, first_view: int) -> None:
+        batch = activations.T.contiguous()  # (N, b)
+        ids = torch.arange(first_view, first_view + batch.shape[1]).expand(batch.shape[0], -1)
+        if self.values is not None:
+            batch = torch.cat([self.values, batch], dim=1)
+            ids = torch.cat([self.views, ids], dim=1)
+        values, cols = topk_lowest_index_first(batch, self.k)
+        self.values, self.views = values, ids.gather(1, cols)
+
+
+def examples_frame(layer: str, kind: str, values: np.ndarray, views: np.ndarray, view_table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the example tables (`neuron_examples`, `crop_examples`) from a pool's (N, k)
+    values and view indices into `view_table` (columns image_id, view, box_x0..box_y1)."""
+    n, k = views.shape
+    picked = view_table.iloc[views.reshape(-1)]
+    return pd.DataFrame({
+        "layer": layer, "neuron": np.repeat(np.arange(n), k).astype(np.int32), "kind": kind,
+        "rank": np.tile(np.arange(1, k + 1), n).astype(np.int32),
+        "image_id": picked["image_id"].to_numpy(), "view": picked["view"].to_numpy(),
+        "box_x0": picked["box_x0"].to_numpy(), "box_y0": picked["box_y0"].to_numpy(),
+        "box_x1": picked["box_x1"].to_numpy(), "box_y1": picked["box_y1"].to_numpy(),
+        "activation": values.reshape(-1).astype(np.float32),
+    })

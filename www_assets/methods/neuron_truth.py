@@ -27,11 +27,25 @@ the score says it has no ground truth worth the name.
 
 Activations are ranked once per neuron; the rank sums of all attributes for all neurons
 then come from one matrix product ``presence.T @ ranks``.
+
+**Truth words.** A class attribute is named like the final layer's truth: the class name and
+its synonyms (a ``car`` neuron that selects ``automobile`` hits). Other attributes are their
+one word.
+
+**Which neurons are judged.** A neuron whose best attribute barely predicts it has no truth
+worth the name: judging a method's words against it measures noise. Only neurons whose best
+AUROC reaches :data:`TRUTH_AUROC_FLOOR` (0.9: an image with the attribute outranks one without
+it in nine pairs of ten) are judged; :func:`hidden_neuron_truth` keeps the others' rows with
+``judged = False`` so that their number can be reported.
+
+**A second view of the same truth.** The AUROC looks at all probe images; the methods look at
+a neuron's top-k images. ``truth_precision`` is the share of the neuron's top-k images (k = 40,
+WWW's examples; ties: the earlier image) that show its best attribute.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,6 +55,12 @@ from www_assets.methods.metrics import normalise_concept
 
 #: Scene columns whose values become attributes by default.
 DEFAULT_SCENE_COLUMNS = ("label_name", "superclass", "colour", "texture", "background")
+
+#: Hidden neurons are judged only when their best attribute's AUROC reaches this floor.
+TRUTH_AUROC_FLOOR = 0.9
+
+#: Top images per neuron for ``truth_precision`` (WWW's number of examples).
+TRUTH_PRECISION_K = 40
 
 
 def presence_matrix(
@@ -210,3 +230,61 @@ def best_matching_attribute(
             "score": auroc[best, neurons],
         }
     )
+
+
+def truth_words(attribute: str, synonyms: Mapping[str, Sequence[str]]) -> list[str]:
+    """The words that name an attribute: a class's name and synonyms (``synonyms`` maps a
+    normalised class name to all its names, name first), else the attribute itself."""
+    names = synonyms.get(normalise_concept(attribute))
+    return [normalise_concept(w) for w in names] if names else [attribute]
+
+
+def top_k_precision(activations: np.ndarray, presence: np.ndarray, attribute_index: np.ndarray, k: int) -> np.ndarray:
+    """Per neuron, the share of its top-k images (by activation; ties: the earlier image) in
+    which the attribute `attribute_index[neuron]` (a column of `presence`) is present.
+
+    Returns (n_neurons,) float64; k larger than the number of images uses all images."""
+    import torch
+
+    from www_assets.methods.examples import top_k_examples
+
+    activations, presence = _check_inputs(activations, presence)
+    attribute_index = np.asarray(attribute_index, dtype=np.int64)
+    if attribute_index.shape != (activations.shape[1],):
+        raise ValueError(f"attribute_index must have one entry per neuron ({activations.shape[1]}), got {attribute_index.shape}")
+    if activations.shape[1] == 0:
+        return np.zeros(0)
+    top, _ = top_k_examples(torch.from_numpy(activations), k)  # (n_neurons, k')
+    top = top.numpy()
+    return presence[top, attribute_index[:, None]].mean(axis=1)
+
+
+def hidden_neuron_truth(
+    activations: np.ndarray,
+    presence: np.ndarray,
+    attribute_names: Sequence[str],
+    synonyms: Mapping[str, Sequence[str]] | None = None,
+    floor: float = TRUTH_AUROC_FLOOR,
+    k: int = TRUTH_PRECISION_K,
+) -> pd.DataFrame:
+    """Each hidden neuron's truth: its best attribute, the words that name it, the AUROC that
+    made it the best, the attribute's precision among the neuron's top-k images, and whether
+    the neuron is judged (AUROC >= floor). See the module docstring.
+
+    Returns one row per neuron: ``neuron``, ``attribute``, ``truth`` (list of words),
+    ``truth_auroc``, ``truth_precision``, ``judged``.
+    """
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor must be an AUROC in [0, 1], got {floor}")
+    best = best_matching_attribute(activations, presence, attribute_names)
+    column = {name: i for i, name in enumerate(attribute_names)}
+    attribute_index = np.array([column[a] for a in best["attribute"]], dtype=np.int64)
+    precision = top_k_precision(activations, presence, attribute_index, k)
+    return pd.DataFrame({
+        "neuron": best["neuron"].to_numpy(),
+        "attribute": best["attribute"],
+        "truth": [truth_words(a, synonyms or {}) for a in best["attribute"]],
+        "truth_auroc": best["score"].to_numpy(float),
+        "truth_precision": precision,
+        "judged": best["score"].to_numpy(float) >= floor,
+    })

@@ -24,7 +24,13 @@ METRIC_LABELS: dict[str, str] = {
     "text_cos": "Text cos",
     "f1": "F1",
     "hit": "Hit rate",
+    "hit_tie_aware": "Hit rate, tie-aware",
+    "tied_top": "Tied top",
 }
+
+#: Metrics that describe the neurons (share with a tied top set) rather than rate a method:
+#: no bold, no winner sentence.
+DESCRIPTIVE_METRICS = frozenset({"tied_top"})
 
 #: Method name -> label shown in tables; also fixes the row order.
 METHOD_LABELS: dict[str, str] = {
@@ -126,6 +132,8 @@ def _lookup(rows: pd.DataFrame) -> dict[tuple[str, str, str], tuple]:
 
 def _winners(cells: Mapping[tuple[str, str, str], object], concept_set: str, methods: Sequence[str], metric: str) -> set[str]:
     """Methods whose printed mean equals the best printed mean of this concept set and metric."""
+    if metric in DESCRIPTIVE_METRICS:
+        return set()
     printed = {}
     for method in methods:
         row = cells.get((concept_set, method, metric))
@@ -135,6 +143,14 @@ def _winners(cells: Mapping[tuple[str, str, str], object], concept_set: str, met
         return set()
     best = max(printed.values())
     return {m for m, v in printed.items() if v == best}
+
+
+def _neuron_count(row) -> str:
+    """"n", or "n of N" when only n of the layer's N candidate neurons were judged."""
+    total = getattr(row, "n_candidates", None)
+    if _is_number(total) and int(total) != int(row.n):
+        return f"{int(row.n)} of {int(total)}"
+    return str(int(row.n))
 
 
 def _markdown(header: Sequence[str], body: Sequence[Sequence[str]], align: Sequence[str]) -> str:
@@ -191,8 +207,8 @@ def markdown_main_table(
                     continue
                 line.append(_cell(row.mean, row.stderr, method in winners[metric]))
                 if _is_number(row.n):
-                    counts.add(int(row.n))
-            line.append("/".join(str(c) for c in sorted(counts)) or _MISSING)
+                    counts.add(_neuron_count(row))
+            line.append("/".join(sorted(counts)) or _MISSING)
             body.append(line)
     align = [":--", ":--", *["--:"] * len(metric_names), "--:"]
     return _markdown(header, body, align)
@@ -350,11 +366,23 @@ def results_markdown(summary: pd.DataFrame, heading_level: int = 2, title: str =
         "against WWW and CLIP-Dissect; other pairs are \"not tested\".",
         "",
     ]
+    notes = []
+    if "hit_tie_aware" in set(summary["metric"]):
+        notes.append("*Hit rate* judges the concept the tie-break picked (the first-listed of the concepts "
+                     "tied at the top score); *Hit rate, tie-aware* counts a hit when a truth word is anywhere "
+                     "in the tied top set; *Tied top* is the share of neurons whose top score several concepts "
+                     "share.")
+    if "n_candidates" in summary.columns and (summary["n_candidates"] != summary["n"]).any():
+        notes.append("*n of N* neurons: only the n whose truth passes the truth floor are judged.")
+    if notes:
+        parts += [" ".join(notes), ""]
     for model in sorted(summary["model"].unique()):
         rows = _model_rows(summary, model)
         cells = _lookup(rows)
         parts += [f"{sub} `{model}`", "", markdown_main_table(summary, model), ""]
         for metric in order_metrics(rows["metric"].unique()):
+            if metric in DESCRIPTIVE_METRICS:
+                continue
             clauses = []
             for concept_set in sorted(rows["concept_set"].unique()):
                 in_set = rows[(rows["concept_set"] == concept_set) & (rows["metric"] == metric)]

@@ -19,6 +19,14 @@ CLIP (`train_clip`): open_clip's `ClipLoss` (symmetric InfoNCE over the batch) o
   "a photo of a {part | colour | texture | background}", the exact prompts the pipeline
   and `attribute_retrieval_accuracy` use.
 
+Reproducibility (`fit_world_clip`): every random draw of a CLIP's training comes from the
+seed: the initial weights (drawn from torch's global generator, so the seed is set right
+before the model is built, inside a forked generator state that leaves the caller's alone),
+the warm start's and the contrastive phase's order, crops, mirrors and captions. Two trainings
+with the same seed and the same number of torch threads give bit-identical weights; with
+another thread count the CPU kernels sum in another order and the weights differ in the last
+bits, which training then amplifies (the thread count is returned with the history).
+
 Evaluation (all on full images, prompts "a photo of a {}" unless given):
 * `zero_shot_accuracy`: share of images whose highest-scoring class prompt is the label.
 * `attribute_retrieval_accuracy(attribute)`: per image, the prompts of all values of the
@@ -45,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import to_model_input
+from .models import build_world_clip, to_model_input
 from .scenes import BACKGROUND_PHRASES, BACKGROUNDS, COLOUR_NAMES, CLASS_BY_NAME, TEXTURES, SUPERCLASS_PARENT
 
 Log = Callable[[str], None] | None
@@ -410,6 +418,43 @@ def train_clip(
         "epochs": epochs,
         "distinct_captions": len(tokens.cache),
     }
+
+
+def fit_world_clip(
+    images: np.ndarray,
+    scenes: pd.DataFrame,
+    parts: pd.DataFrame,
+    *,
+    seed: int,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    pretrain_epochs: int = 0,
+    pretrain_lr: float = 0.003,
+    model_config: dict | None = None,
+    log: Log = None,
+    **train_options,
+):
+    """Build a world CLIP for these images, warm-start its image tower (`pretrain_epochs`, 0 to
+    skip) and train it contrastively, every random draw from `seed` (see the module doc).
+
+    model_config: overrides of `DEFAULT_CLIP_CONFIG`; train_options: further `train_clip`
+    arguments (crop_prob, weight_decay). Returns (model, tokenizer, history): `train_clip`'s
+    history plus "threads", the torch intra-op thread count the weights were computed with."""
+    _check_images(images)
+    # The initial weights come from torch's global generator: without the seed here they would
+    # depend on whatever ran before in the same process (e.g. other assets of one run).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model, tokenizer = build_world_clip(int(images.shape[1]), **(model_config or {}))
+        if pretrain_epochs > 0:
+            _say(log, f"supervised warm start of the image tower: {pretrain_epochs} epochs")
+            pretrain_clip_image_tower(model, images, scenes, parts, epochs=pretrain_epochs, batch_size=batch_size,
+                                      lr=pretrain_lr, seed=seed, log=log)
+        history = train_clip(model, tokenizer, images, scenes, parts, epochs=epochs, batch_size=batch_size, lr=lr,
+                             seed=seed, log=log, **train_options)
+    history["threads"] = torch.get_num_threads()
+    return model, tokenizer, history
 
 
 WARM_START_WEIGHTS = {"label": 3.0, "colour": 1.0, "background": 1.0, "texture": 1.0, "parts": 10.0}
