@@ -9,7 +9,10 @@ A registry file names everything the pipeline needs to explain one model:
     train: {kind: cnn, width: 32}    # optional: trained on the embedded world by the pipeline
     layers: [layer3, layer4, fc]     # layers whose neurons are explained
     head: fc                         # the linear classifier; its input = penultimate features
-    spatial_layer: layer4            # conv map / token sequence feeding the head (Grad-CAM, heatmaps)
+    spatial_layer: layer4            # conv map / token sequence feeding the head
+    gradcam_layer: layer4            # optional: where Grad-CAM and neuron maps are read (default:
+                                     # spatial_layer); a CLS-pooled ViT needs a layer whose patch
+                                     # tokens reach the head, e.g. blocks.11.norm1
     final_layer: fc                  # its neurons are the class logits (judged against class names)
     token_pooling: cls               # ViT layers: cls token or mean of patch tokens
     preprocessing: {size: 224, resize: 256, mean: [...], std: [...]}   # or "world"
@@ -44,7 +47,7 @@ WORLD_PREPROCESSING = "world"
 _REQUIRED = ("name", "model", "layers", "head", "spatial_layer", "probe_set", "concept_sets", "clip")
 _KNOWN = set(_REQUIRED) | {
     "architecture", "train", "final_layer", "token_pooling", "preprocessing", "explain_set",
-    "class_set", "description",
+    "class_set", "description", "gradcam_layer",
 }
 
 
@@ -69,7 +72,13 @@ class ModelEntry:
     explain_set: str | None = None
     class_set: str | None = None
     description: str = ""
+    gradcam_layer: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def cam_layer(self) -> str:
+        """The layer of Grad-CAM and of the neuron maps: `gradcam_layer`, else `spatial_layer`."""
+        return self.gradcam_layer or self.spatial_layer
 
     @property
     def is_world_model(self) -> bool:
@@ -104,6 +113,8 @@ def parse_model_file(path: Path) -> ModelEntry:
         raise _fail(path, f"missing required field(s) {missing}; see README 'Adding a model'")
     if unknown := sorted(set(data) - _KNOWN):
         raise _fail(path, f"unknown field(s) {unknown}; known fields: {sorted(_KNOWN)}")
+    if data.get("gradcam_layer") is not None and not (isinstance(data["gradcam_layer"], str) and data["gradcam_layer"].strip()):
+        raise _fail(path, f"'gradcam_layer' must be a non-empty string (a module name), got {data['gradcam_layer']!r}")
     for key in ("name", "model", "head", "spatial_layer", "probe_set", "clip"):
         if not isinstance(data[key], str) or not data[key].strip():
             raise _fail(path, f"'{key}' must be a non-empty string, got {data[key]!r}")
@@ -151,6 +162,7 @@ def parse_model_file(path: Path) -> ModelEntry:
         explain_set=data.get("explain_set"),
         class_set=data.get("class_set"),
         description=data.get("description", ""),
+        gradcam_layer=data.get("gradcam_layer"),
         raw=data,
     )
 

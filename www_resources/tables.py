@@ -151,7 +151,8 @@ table(
 # --- what: concept discovery ----------------------------------------------------------------
 table(
     "gradcam_crops",
-    "Grad-CAM box of each probe image for its predicted class (square around the CAM maximum).",
+    "Grad-CAM window of each probe image for its predicted class: the model's input size, centred on the "
+    "CAM maximum, in pixels of the resized frame; the peak is NULL when the map was flat.",
     {"image_id": STR, "pred": I32, **BOX, "cam_peak_x": I32, "cam_peak_y": I32},
     partition_by=MODEL,
     grain=("image_id",),
@@ -196,8 +197,9 @@ table(
 # --- where and why --------------------------------------------------------------------------
 table(
     "class_shapley",
-    "Mean Taylor contribution a * df_c/da of each penultimate neuron to each class over its samples.",
-    {"class_id": I32, "class_name": STR, "neuron": I32, "value": F32, "n_samples": I32},
+    "Mean Taylor contribution a * df_c/da of each penultimate neuron to each class over its samples; "
+    "sign: signed or absolute (the sample track follows it).",
+    {"class_id": I32, "class_name": STR, "neuron": I32, "value": F32, "n_samples": I32, "sign": STR},
     partition_by=MODEL,
     grain=("class_id", "neuron"),
 )
