@@ -210,27 +210,37 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
 @dg.multi_asset(
     partitions_def=models,
     outs={
-        "misprediction_detection": dg.AssetOut(code_version="1", kinds={"pandas", "parquet"}, group_name="why"),
-        "rejection_curves": dg.AssetOut(code_version="1", kinds={"pandas", "parquet"}, group_name="why"),
+        "misprediction_detection": dg.AssetOut(code_version="2", kinds={"pandas", "parquet"}, group_name="why"),
+        "rejection_curves": dg.AssetOut(code_version="2", kinds={"pandas", "parquet"}, group_name="why"),
     },
     ins={"sample_explanations": dg.AssetIn()},
 )
 def uncertainty(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sample_explanations: pd.DataFrame):
-    """AUROC of detecting mispredictions with heatmap similarity and with the max softmax
-    probability (low value = flagged), and the rejection curve of each (seed 000 §F)."""
+    """AUROC of detecting mispredictions with heatmap similarity, with the max softmax probability
+    and with the Jaccard overlap of the class and sample tracks' top-k neurons (low value =
+    flagged), each with a 95 % stratified bootstrap interval and its mean on correct and on
+    mispredicted images, and the rejection curve of each score (seed 000 §F)."""
     from www_assets.figures.explanations import rejection_curve_figure
-    from www_assets.methods.uncertainty import misprediction_auroc, rejection_curve
+    from www_assets.methods.uncertainty import bootstrap_auroc_ci, misprediction_auroc, rejection_curve, top_k_jaccard
 
     entry = model_entry(context)
     df = sample_explanations
-    correct = df["correct"].to_numpy()
+    correct = df["correct"].to_numpy().astype(bool)
     n_wrong = int((~correct).sum())
-    scores = {"heatmap_similarity": df["heatmap_similarity"].to_numpy(), "msp": df["msp"].to_numpy()}
-    aurocs, curves = {}, {}
+    both = 0 < n_wrong < len(df)
+    scores = {"heatmap_similarity": df["heatmap_similarity"].to_numpy(), "msp": df["msp"].to_numpy(),
+              "track_jaccard": top_k_jaccard(df["class_top"], df["sample_top"])}
+    rows, curves = [], {}
     for name, values in scores.items():
-        aurocs[name] = misprediction_auroc(values, correct) if 0 < n_wrong < len(df) else float("nan")
+        low, high = bootstrap_auroc_ci(values, correct) if both else (float("nan"), float("nan"))
+        rows.append({"score": name, "auroc": misprediction_auroc(values, correct) if both else float("nan"),
+                     "ci_low": low, "ci_high": high,
+                     "mean_correct": float(values[correct].mean()) if correct.any() else float("nan"),
+                     "mean_mispredicted": float(values[~correct].mean()) if n_wrong else float("nan"),
+                     "n": len(df), "n_mispredicted": n_wrong})
         curves[name] = rejection_curve(values, correct).assign(score=name)
-    table = pd.DataFrame({"score": list(aurocs), "auroc": list(aurocs.values()), "n": len(df), "n_mispredicted": n_wrong})
+    table = pd.DataFrame(rows)
+    aurocs = dict(zip(table["score"], table["auroc"]))
     curve = pd.concat(curves.values(), ignore_index=True)[["score", "share_rejected", "mispredictions_caught", "accuracy_of_kept"]]
     picture = rejection_curve_figure({k: v for k, v in curves.items()}, aurocs,
                                      warehouse.artifacts / "explanations" / entry.name / "rejection_curve.png")
