@@ -81,3 +81,14 @@ def test_flat_gradcam_check_warns_above_the_limit():
     assert not result.passed and result.severity.name == "WARN"
     assert _flat_gradcam_result(df.iloc[2:]).passed is False
     assert _flat_gradcam_result(pd.DataFrame({"cam_peak_x": pd.array([1] * 40 + [None], dtype="Int32")})).passed
+
+
+def test_localization_figure_writes_a_png(tmp_path):
+    from www_assets.figures.explanations import localization_figure
+
+    summary = pd.DataFrame({"map": ["gradcam", "class", "part_neuron"], "mass_in_box": [0.6, 0.5, 0.3],
+                            "pointing": [0.8, 0.7, 0.4], "chance": [0.2, 0.2, 0.05]})
+    path = localization_figure(summary, "m", tmp_path / "a" / "loc.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="non-empty"):
+        localization_figure(summary.iloc[:0], "m", tmp_path / "b.png")

@@ -88,7 +88,7 @@ class ExplanationConfig(dg.Config):
     concept_method: str = "www"
 
 
-def _neuron_concepts_lookup(neuron_concepts: pd.DataFrame, entry, method: str) -> dict[int, str]:
+def major_concepts_by_neuron(neuron_concepts: pd.DataFrame, entry, method: str) -> dict[int, str]:
     """Major concept of each head-input neuron (the spatial layer's channels), first concept set."""
     if neuron_concepts.empty:
         return {}
@@ -157,7 +157,7 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
     probe = open_probe_set(entry.explain_set or entry.probe_set)
     manifest = probe.manifest()
     class_matrix, absolute = class_matrix_of(class_shapley)
-    concepts = _neuron_concepts_lookup(neuron_concepts, entry, config.concept_method)
+    concepts = major_concepts_by_neuron(neuron_concepts, entry, config.concept_method)
     names = lambda ns: [concepts.get(int(n), "(no concept)") for n in ns]
     map_layer = model.module.get_submodule(entry.cam_layer)
 

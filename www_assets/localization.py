@@ -5,7 +5,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from www_assets.common import Progress, model_entry, table_metadata
+from www_assets.common import Progress, image_markdown, model_entry, table_metadata
 from www_assets.partitions import models
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
 
@@ -49,7 +49,8 @@ def localization_eval(context: dg.AssetExecutionContext, config: LocalizationCon
     concept region and of its map lies in that part's boxes. `box_share` is the chance level."""
     import torch
 
-    from www_assets.explanations import _neuron_concepts_lookup, class_matrix_of
+    from www_assets.explanations import major_concepts_by_neuron, class_matrix_of
+    from www_assets.figures.explanations import localization_figure
     from www_assets.methods.explanation import explain_batch
     from www_assets.methods.gradcam import gradcam
     from www_assets.methods.localization import area_share, boxes_mask, pointing_hits, positive_mass_inside
@@ -71,7 +72,7 @@ def localization_eval(context: dg.AssetExecutionContext, config: LocalizationCon
     part_names = set(parts["part"])
     part_boxes = {key: g[["x0", "y0", "x1", "y1"]].to_numpy() for key, g in parts.groupby(["image_id", "part"])}
     class_matrix, absolute = class_matrix_of(class_shapley)
-    concepts = _neuron_concepts_lookup(neuron_concepts, entry, config.concept_method)
+    concepts = major_concepts_by_neuron(neuron_concepts, entry, config.concept_method)
     layer = model.module.get_submodule(entry.cam_layer)
     size = model.pre.size
 
@@ -107,7 +108,10 @@ def localization_eval(context: dg.AssetExecutionContext, config: LocalizationCon
     for c in ("mass_in_box", "pointing_hit", "region_in_box", "box_share"):
         df[c] = df[c].astype(np.float64)
     summary = localization_summary(df)
-    context.add_output_metadata({**table_metadata(df), "summary": dg.MetadataValue.md(summary.to_markdown(index=False))})
+    picture = localization_figure(summary, f"{entry.name}: where the heatmaps look ({spec})",
+                                  warehouse.artifacts / "explanations" / entry.name / "localization.png")
+    context.add_output_metadata({**table_metadata(df), "summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
+                                 "picture": dg.MetadataValue.md(image_markdown(picture, "localisation"))})
     return df
 
 
