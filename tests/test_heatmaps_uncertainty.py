@@ -13,7 +13,6 @@ from sklearn.metrics import roc_auc_score
 from www_assets.methods.heatmaps import (
     concept_heatmap,
     heatmap_similarity,
-    neuron_activation_maps,
     normalise_heatmap_weights,
     region_masks,
     spatial_maps,
@@ -52,30 +51,6 @@ def test_spatial_maps_errors() -> None:
 
 
 # ---------------------------------------------------------------- NAMs and heatmaps
-
-
-def test_neuron_activation_maps_selects_and_upsamples_bilinear() -> None:
-    maps = torch.zeros(2, 3, 1, 2)
-    maps[0, 2] = torch.tensor([[0.0, 1.0]])
-    maps[1, 0] = torch.tensor([[4.0, 4.0]])
-    nams = neuron_activation_maps(maps, torch.tensor([[2, 1], [0, 2]]), size=(1, 4))
-    assert nams.shape == (2, 2, 1, 4)
-    # Bilinear, half-pixel centres: source x = (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25 (clamped).
-    torch.testing.assert_close(nams[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
-    torch.testing.assert_close(nams[0, 1, 0], torch.zeros(4))
-    torch.testing.assert_close(nams[1, 0, 0], torch.full((4,), 4.0))
-    # Shared neuron ids (k,) broadcast over the batch.
-    shared = neuron_activation_maps(maps, torch.tensor([2]), size=(1, 2))
-    torch.testing.assert_close(shared[:, 0], maps[:, 2])
-
-
-def test_neuron_activation_maps_errors() -> None:
-    with pytest.raises(ValueError, match=r"neuron ids must lie in \[0, 3\)"):
-        neuron_activation_maps(torch.zeros(1, 3, 2, 2), torch.tensor([[3]]), (4, 4))
-    with pytest.raises(ValueError, match="neurons must be"):
-        neuron_activation_maps(torch.zeros(2, 3, 2, 2), torch.tensor([[0], [1], [2]]), (4, 4))
-    with pytest.raises(ValueError, match="integer"):
-        neuron_activation_maps(torch.zeros(1, 3, 2, 2), torch.tensor([[0.0]]), (4, 4))
 
 
 def test_concept_heatmap_hand_case() -> None:

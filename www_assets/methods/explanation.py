@@ -22,7 +22,6 @@ attention, so the map says where the neuron's value comes from. One rule for bot
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from www_assets.methods.contributions import top_neurons
-from www_assets.methods.heatmaps import concept_heatmap, heatmap_similarity
+from www_assets.methods.heatmaps import concept_heatmap, heatmap_similarity, spatial_maps
 
 __all__ = ["BatchExplanation", "explain_batch", "contribution_sign"]
 
@@ -64,19 +63,6 @@ class BatchExplanation:
 def contribution_sign(absolute: bool) -> str:
     """The name under which a contribution sign is stored ('absolute' or 'signed')."""
     return "absolute" if absolute else "signed"
-
-
-def _positions(z: Tensor, num_prefix_tokens: int) -> tuple[Tensor, tuple[int, int]]:
-    """Per-position map (B, h, w) layout of a (B, C, h, w) or (B, T, C) tensor summed over channels."""
-    if z.ndim == 4:
-        return z.sum(dim=1), tuple(z.shape[2:])
-    if z.ndim == 3:
-        patches = z[:, num_prefix_tokens:].sum(dim=2)
-        side = math.isqrt(patches.shape[1])
-        if side * side != patches.shape[1] or side == 0:
-            raise ValueError(f"{z.shape[1]} tokens minus {num_prefix_tokens} prefix tokens do not form a square grid")
-        return patches.reshape(z.shape[0], side, side), (side, side)
-    raise ValueError(f"the map layer's output must be (B, C, h, w) or (B, T, C), got {tuple(z.shape)}")
 
 
 def explain_batch(
@@ -149,18 +135,15 @@ def explain_batch(
     class_top, class_weights = class_top_all[predicted], class_weights_all[predicted]
 
     height, width = inputs.shape[-2:]
-    positions = None
 
     def track_maps(neurons: Tensor) -> Tensor:
-        nonlocal positions
         maps = []
         for j in range(neurons.shape[1]):
             with torch.enable_grad():
                 chosen = a.gather(1, neurons[:, j:j + 1].to(a.device)).sum()
             (dz,) = torch.autograd.grad(chosen, z, retain_graph=True)
-            per_position, grid = _positions((dz * z.detach()).float(), num_prefix_tokens)
-            positions = grid[0] * grid[1]
-            maps.append(per_position * positions)
+            per_position = spatial_maps((dz * z.detach()).float(), num_prefix_tokens if z.ndim == 3 else 0).sum(dim=1)
+            maps.append(per_position * per_position[0].numel())  # times P, the number of positions
         stacked = torch.stack(maps, dim=1)  # (B, k, h, w)
         return F.interpolate(stacked, size=(int(height), int(width)), mode="bilinear", align_corners=False)
 
