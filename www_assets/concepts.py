@@ -175,7 +175,8 @@ def crop_examples(context: dg.AssetExecutionContext, config: CropExamplesConfig,
         grid_batch = crop_resize(pixels.repeat_interleave(g2, 0), grid.repeat(b, 1), size)
         cam_boxes = torch.tensor(cam.loc[ids, ["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy())
         frames, frame_ids = gradcam_frame_pixels(probe, part, model.pre)
-        assert list(frame_ids) == list(ids), "frame and plain view must load the same images"
+        if list(frame_ids) != list(ids):
+            raise RuntimeError(f"the Grad-CAM frames and the plain views of {len(ids)} images decoded differently")
         cam_batch = crop_resize(frames, cam_boxes, size)
         for kind, batch, boxes, names in (
             ("crop", grid_batch, grid.repeat(b, 1), [crop_view(i // config.grid, i % config.grid) for i in range(g2)] * b),
