@@ -37,7 +37,8 @@ def test_results_command_writes_the_readme(tmp_path, monkeypatch, capsys):
         "model", "concept_set", "layer", "method", "metric", "mean", "stderr", "n", "n_candidates",
         "p_value_vs_clip_dissect", "p_value_vs_www"]), {})
     warehouse.write("misprediction_detection", pd.DataFrame({
-        "score": ["heatmap_similarity", "msp"], "auroc": [0.7, 0.9], "n": [100, 100], "n_mispredicted": [10, 10]}),
+        "score": ["heatmap_similarity", "msp"], "auroc": [0.7, 0.9], "ci_low": [0.6, 0.85], "ci_high": [0.8, 0.95],
+        "mean_correct": [0.9, 0.95], "mean_mispredicted": [0.8, 0.6], "n": [100, 100], "n_mispredicted": [10, 10]}),
         {"model": "m"})
     default_catalog().rebuild()
     assert main(["results", "--readme", str(readme)]) == 0
@@ -48,6 +49,8 @@ def test_results_command_writes_the_readme(tmp_path, monkeypatch, capsys):
     assert "| `c` | CLIP-Dissect | 0.8000 ± 0.010 |" in text and "| WWW | **0.9000 ± 0.010** |" in text
     assert "| `m` | 0.7000 | **0.9000** | 100 | 10 |" in text
     assert "- `m`: the max softmax probability detects mispredictions better (AUROC 0.9000 vs 0.7000)." in text
+    assert ("- `m`: AUROC with 95 % bootstrap interval: heatmap similarity 0.7000 [0.6000, 0.8000]; "
+            "max softmax probability 0.9000 [0.8500, 0.9500].") in text
     assert "Trained models" not in text  # no model_training table in the catalog
     assert main(["results", "--model", "other"]) == 0  # a model filter leaves the tables empty
     printed = capsys.readouterr().out

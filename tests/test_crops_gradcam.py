@@ -10,7 +10,7 @@ from torch import nn
 
 from www_assets.figures.neurons import neuron_gallery
 from www_assets.methods.crops import crop_resize, grid_boxes, grid_crops
-from www_assets.methods.gradcam import DEFAULT_CROP_FRACTION, crop_side, gradcam, gradcam_boxes
+from www_assets.methods.gradcam import WWW_RESIZE_RATIO, cam_peaks, gradcam, gradcam_boxes, gradcam_frame_side
 
 # --------------------------------------------------------------------------- grid boxes
 
@@ -274,11 +274,84 @@ def test_gradcam_boxes_centre_and_clamp():
         gradcam_boxes(cam, 0)
 
 
-def test_crop_side():
-    assert DEFAULT_CROP_FRACTION == 0.5 and crop_side(224) == 112
-    assert crop_side(225, 0.5) == 113 and crop_side(10, 1.0) == 10 and crop_side(3, 0.01) == 1
-    with pytest.raises(ValueError, match="fraction"):
-        crop_side(224, 0.0)
+def test_default_geometry_is_an_input_size_window_in_the_resized_frame():
+    # WWW: shorter side 256, centre 224; seed 002: a 224 window of the 256 frame around the peak
+    assert WWW_RESIZE_RATIO == 256 / 224
+    assert gradcam_frame_side(224, 256) == 256 and gradcam_frame_side(224, 248) == 248
+    # no resize margin (the world's 64-px preset): the frame gets WWW's ratio, round(64 * 8 / 7) = 73
+    assert gradcam_frame_side(64, 64) == 73 and gradcam_frame_side(224, 224) == 256
+    with pytest.raises(ValueError, match="size <= resize"):
+        gradcam_frame_side(224, 200)
+    # a peak in the frame's margin, outside the central 224 x 224: the window follows it
+    cam = torch.zeros(1, 256, 256)
+    cam[0, 128, 250] = 1.0
+    assert gradcam_boxes(cam, 224).tolist() == [[32, 16, 256, 240]]
+
+
+def test_cam_peaks_and_flat_maps():
+    cam = torch.zeros(3, 5, 7)
+    cam[0, 2, 6] = 1.0
+    cam[2] = 0.25  # constant but not zero: still flat
+    peaks, flat = cam_peaks(cam)
+    assert peaks[0].tolist() == [6, 2] and flat.tolist() == [False, True, True]
+
+
+def test_gradcam_upsamples_to_a_given_frame():
+    model = make_net()
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    small, _ = gradcam(model, model.act, x)
+    big, _ = gradcam(model, model.act, x, out_size=(20, 20))
+    assert big.shape == (2, 20, 20)
+    # the same low-resolution map, resampled: its maximum sits at the same relative place
+    for i in range(2):
+        ys, xs = divmod(int(small[i].argmax()), 16)
+        yb, xb = divmod(int(big[i].argmax()), 20)
+        assert abs(yb / 20 - ys / 16) < 0.15 and abs(xb / 20 - xs / 16) < 0.15
+
+
+def _world_vit(seed=0):
+    from www_resources.registry import get_model
+    from www_resources.world.models import build_classifier
+
+    entry = get_model("world-vit")
+    arch = {k: v for k, v in entry.train.items() if k not in ("kind", "epochs", "batch_size", "lr", "seed")}
+    torch.manual_seed(seed)
+    return entry, build_classifier("vit", 24, 64, **arch).eval()
+
+
+def test_world_vit_gradcam_layer_reaches_the_head():
+    # The head reads only the CLS token: Grad-CAM at `norm` (the spatial layer) is flat for every
+    # image; at the registry's gradcam_layer (the last block's attention input) it is not.
+    entry, model = _world_vit()
+    x = torch.randn(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    modules = dict(model.named_modules())
+    at_norm, _ = gradcam(model, modules[entry.spatial_layer], x, num_prefix_tokens=1)
+    assert bool(cam_peaks(at_norm)[1].all())
+    assert entry.cam_layer == "blocks.3.norm1"
+    cam, _ = gradcam(model, modules[entry.cam_layer], x, num_prefix_tokens=1, out_size=(73, 73))
+    assert cam.shape == (6, 73, 73) and not bool(cam_peaks(cam)[1].any())
+
+
+def test_timm_vit_b16_with_the_readme_gradcam_layer():
+    # timm's ViT-B/16 architecture (random weights), two 224-px images, the README's layers
+    import re
+    from pathlib import Path
+
+    import timm
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    example = readme.read_text().split("# data/models/vit-b16.yaml", 1)[1].split("```", 1)[0]
+    layer = re.search(r"^gradcam_layer: (\S+)", example, re.M).group(1)
+    torch.manual_seed(0)
+    model = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    modules = dict(model.named_modules())
+    flat_at_norm = cam_peaks(gradcam(model, modules["norm"], x, num_prefix_tokens=1)[0])[1]
+    assert bool(flat_at_norm.all())  # the README's old choice: every window the fallback box
+    cam, _ = gradcam(model, modules[layer], x, num_prefix_tokens=1, out_size=(256, 256))
+    assert not bool(cam_peaks(cam)[1].any())
+    boxes = gradcam_boxes(cam, 224)
+    assert bool(((boxes[:, 2] - boxes[:, 0]) == 224).all())
 
 
 # --------------------------------------------------------------------------- gallery

@@ -13,7 +13,6 @@ from sklearn.metrics import roc_auc_score
 from www_assets.methods.heatmaps import (
     concept_heatmap,
     heatmap_similarity,
-    neuron_activation_maps,
     normalise_heatmap_weights,
     region_masks,
     spatial_maps,
@@ -52,30 +51,6 @@ def test_spatial_maps_errors() -> None:
 
 
 # ---------------------------------------------------------------- NAMs and heatmaps
-
-
-def test_neuron_activation_maps_selects_and_upsamples_bilinear() -> None:
-    maps = torch.zeros(2, 3, 1, 2)
-    maps[0, 2] = torch.tensor([[0.0, 1.0]])
-    maps[1, 0] = torch.tensor([[4.0, 4.0]])
-    nams = neuron_activation_maps(maps, torch.tensor([[2, 1], [0, 2]]), size=(1, 4))
-    assert nams.shape == (2, 2, 1, 4)
-    # Bilinear, half-pixel centres: source x = (x + 0.5) / 2 - 0.5 = -0.25, 0.25, 0.75, 1.25 (clamped).
-    torch.testing.assert_close(nams[0, 0, 0], torch.tensor([0.0, 0.25, 0.75, 1.0]))
-    torch.testing.assert_close(nams[0, 1, 0], torch.zeros(4))
-    torch.testing.assert_close(nams[1, 0, 0], torch.full((4,), 4.0))
-    # Shared neuron ids (k,) broadcast over the batch.
-    shared = neuron_activation_maps(maps, torch.tensor([2]), size=(1, 2))
-    torch.testing.assert_close(shared[:, 0], maps[:, 2])
-
-
-def test_neuron_activation_maps_errors() -> None:
-    with pytest.raises(ValueError, match=r"neuron ids must lie in \[0, 3\)"):
-        neuron_activation_maps(torch.zeros(1, 3, 2, 2), torch.tensor([[3]]), (4, 4))
-    with pytest.raises(ValueError, match="neurons must be"):
-        neuron_activation_maps(torch.zeros(2, 3, 2, 2), torch.tensor([[0], [1], [2]]), (4, 4))
-    with pytest.raises(ValueError, match="integer"):
-        neuron_activation_maps(torch.zeros(1, 3, 2, 2), torch.tensor([[0.0]]), (4, 4))
 
 
 def test_concept_heatmap_hand_case() -> None:
@@ -300,3 +275,36 @@ def test_shapley_figure_column_choice() -> None:
     matrix[1, 5] = -0.5
     # Strongest three by max |value|: 4, 1, 2; grouped by favourite class (0: 4, 2; 1: 1).
     assert _order_neurons(matrix, 3).tolist() == [4, 2, 1]
+
+
+# --------------------------------------------------------------------------- AUROC intervals, Jaccard
+
+
+def test_bootstrap_auroc_ci_matches_a_plain_loop_with_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    from www_assets.methods.uncertainty import bootstrap_auroc_ci, misprediction_auroc
+
+    rng = np.random.default_rng(11)
+    correct = rng.random(300) < 0.8
+    confidence = np.round(rng.normal(np.where(correct, 0.6, 0.4), 0.2), 2)  # rounding makes ties
+    low, high = bootstrap_auroc_ci(confidence, correct, n_boot=200, level=0.9, seed=3)
+    # the documented draw order, replayed by hand
+    draw = np.random.default_rng(3)
+    wrong, right = -confidence[~correct], -confidence[correct]
+    wi = draw.integers(0, len(wrong), size=(200, len(wrong)))
+    ri = draw.integers(0, len(right), size=(200, len(right)))
+    flags = np.r_[np.ones(len(wrong)), np.zeros(len(right))]
+    reps = [roc_auc_score(flags, np.r_[wrong[wi[r]], right[ri[r]]]) for r in range(200)]
+    expected = np.quantile(reps, [0.05, 0.95])
+    assert low == pytest.approx(expected[0], abs=1e-12) and high == pytest.approx(expected[1], abs=1e-12)
+    assert low < misprediction_auroc(confidence, correct) < high
+    with pytest.raises(ValueError, match="both"):
+        bootstrap_auroc_ci(confidence[correct], correct[correct])
+
+
+def test_top_k_jaccard():
+    from www_assets.methods.uncertainty import top_k_jaccard
+
+    got = top_k_jaccard([[1, 2, 3], [1, 2, 3], [4, 5, 6]], [[3, 2, 1], [1, 7, 8], [7, 8, 9]])
+    np.testing.assert_allclose(got, [1.0, 1 / 5, 0.0])

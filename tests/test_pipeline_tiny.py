@@ -177,7 +177,7 @@ def test_whole_graph_on_a_real_model_path_then_nothing_is_recomputed(tiny_world,
     summary = catalog.query("select distinct model, metric from evaluation_summary order by metric")
     assert summary["metric"].tolist() == ["clip_cos", "f1", "hit", "hit_tie_aware", "text_cos", "tied_top"]
     auroc = catalog.query("select score from misprediction_detection order by score")["score"].tolist()
-    assert auroc == ["heatmap_similarity", "msp"]
+    assert auroc == ["heatmap_similarity", "msp", "track_jaccard"]
 
     again = []
     second = materialize_stale(log=again.append)

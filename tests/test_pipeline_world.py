@@ -19,6 +19,7 @@ train: {train}
 layers: {layers}
 head: {head}
 spatial_layer: {spatial}
+gradcam_layer: {cam}
 final_layer: {head}
 preprocessing: world
 probe_set: world:probe
@@ -37,11 +38,11 @@ def tiny_world_registry(tmp_path, monkeypatch):
     (data / "concept_sets.yaml").write_text("world: world:vocabulary\n")
     (data / "models" / "tiny-cnn.yaml").write_text(MODEL_YAML.format(
         name="tiny-cnn", train="{kind: cnn, width: 8, epochs: 1, batch_size: 32, lr: 0.003, seed: 0}",
-        layers="[layer4, fc]", head="fc", spatial="layer4"))
+        layers="[layer4, fc]", head="fc", spatial="layer4", cam="layer4"))
     (data / "models" / "tiny-vit.yaml").write_text(MODEL_YAML.format(
         name="tiny-vit",
         train="{kind: vit, embed_dim: 32, depth: 1, num_heads: 2, epochs: 1, batch_size: 32, lr: 0.001, seed: 0}",
-        layers="[norm, head]", head="head", spatial="norm"))
+        layers="[norm, head]", head="head", spatial="norm", cam="blocks.0.norm1"))
     monkeypatch.setenv("WWW_DATA_DIR", str(data))
     monkeypatch.setenv("WWW_OFFLINE", "1")
     monkeypatch.delenv("WWW_MODELS_DIR", raising=False)
@@ -87,6 +88,19 @@ def test_tiny_world_end_to_end(tiny_world_registry):
     seen = q("select s.model, avg(s.correct::int) acc, any_value(t.value) trained from sample_explanations s "
              "join model_training t on t.model = s.model and t.metric = 'test_accuracy' group by s.model")
     assert np.allclose(seen["acc"], seen["trained"]), seen
+    # Grad-CAM reaches both heads (no flat map at the registry's gradcam_layer); windows are
+    # 32 px (the input size) inside the 37-px frame (32 * 256 / 224)
+    cams = q("select model, count(*) n, count(cam_peak_x) peaks, min(box_x0) lo, max(box_x1) hi, "
+             "min(box_x1 - box_x0) w0, max(box_y1 - box_y0) w1 from gradcam_crops group by model order by model")
+    assert (cams["peaks"] == cams["n"]).all() and (cams["lo"] >= 0).all() and (cams["hi"] <= 37).all()
+    assert (cams["w0"] == 32).all() and (cams["w1"] == 32).all()
+    # misprediction AUROCs come with intervals; localisation scored for both models and every map
+    det = q("select * from misprediction_detection where n_mispredicted > 0")
+    assert len(det) and ((det["ci_low"] <= det["auroc"]) & (det["auroc"] <= det["ci_high"])).all()
+    loc = q("select model, map, count(*) n, avg(mass_in_box) m from localization_eval group by all order by all")
+    assert {(m, k) for m, k in zip(loc["model"], loc["map"]) if k != "part_neuron"} == {
+        (m, k) for m in ("tiny-cnn", "tiny-vit") for k in ("class", "gradcam", "sample")}
+    assert ((loc["m"] >= 0) & (loc["m"] <= 1)).all()
     summary = q("select distinct model from evaluation_summary order by 1")["model"].tolist()
     assert summary == ["tiny-cnn", "tiny-vit"]
     # the summary's means are the per-neuron scores averaged (here by DuckDB)

@@ -17,6 +17,9 @@ every partition). The checks it may hold:
 * `accuracy_targets` (severity WARN): a model trained on the world reaches its test accuracy
   target (`model_training`: CNN 0.90, ViT 0.80), and the world CLIP its zero-shot and
   retrieval targets (`world_clip`); the targets live in www_assets/world.py.
+* `flat_gradcam_share` (severity WARN): at most `FLAT_GRADCAM_LIMIT` of a model's Grad-CAM maps
+  are flat (no peak: the window falls back to the centre), else the Grad-CAM layer probably gets
+  no gradient (e.g. patch tokens the head never reads).
 
 A table whose asset is not defined gets no check; a table whose declared partitioning disagrees
 with its asset's partitioning gets none either (its writes would fail first, with the reason).
@@ -55,6 +58,8 @@ CLIP_WIDTH_PARTNER = {"clip_image_embeddings": "clip_text_embeddings", "clip_tex
 VECTOR_TABLES = {"activations", *CLIP_WIDTH_PARTNER}
 SUMMARY_TABLE = "evaluation_summary"
 TARGET_TABLES = {"model_training", "world_clip"}
+GRADCAM_TABLE = "gradcam_crops"
+FLAT_GRADCAM_LIMIT = 0.05  # a few flat maps happen (no positive evidence); many mean a dead layer
 
 
 # --- the invariants, on plain frames -------------------------------------------------------------
@@ -251,6 +256,19 @@ def _targets_result(table: str, df: pd.DataFrame, partition: dict) -> dg.AssetCh
     )
 
 
+def flat_gradcam_share(df: pd.DataFrame) -> float:
+    """Share of Grad-CAM rows without a peak (NULL cam_peak_x): their map was flat."""
+    return float(df["cam_peak_x"].isna().mean()) if len(df) else 0.0
+
+
+def _flat_gradcam_result(df: pd.DataFrame) -> dg.AssetCheckResult:
+    share = flat_gradcam_share(df)
+    return dg.AssetCheckResult(
+        check_name="flat_gradcam_share", passed=share <= FLAT_GRADCAM_LIMIT, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"flat_share": share, "limit": FLAT_GRADCAM_LIMIT, "images": len(df)},
+    )
+
+
 def _check_specs(table: str, key: dg.AssetKey, partitions_def) -> list[dg.AssetCheckSpec]:
     spec = TABLES[table]
     wanted = []
@@ -264,6 +282,8 @@ def _check_specs(table: str, key: dg.AssetKey, partitions_def) -> list[dg.AssetC
         wanted.append(("all_models_present", "Every configured model appears in the summary."))
     if table in TARGET_TABLES:
         wanted.append(("accuracy_targets", "The trained model reaches its accuracy targets on the test split."))
+    if table == GRADCAM_TABLE:
+        wanted.append(("flat_gradcam_share", f"At most {FLAT_GRADCAM_LIMIT:.0%} of the Grad-CAM maps are flat."))
     with warnings.catch_warnings():
         # partitioned check specs are a preview feature; dagster is pinned in pyproject.toml
         warnings.simplefilter("ignore", dg.PreviewWarning)
@@ -292,6 +312,7 @@ def _build_table_checks(table: str, key: dg.AssetKey, partitions_def) -> dg.Asse
             "vector_widths": lambda: _vector_result(table, df, partition, warehouse.warehouse),
             "all_models_present": lambda: _models_present_result(df),
             "accuracy_targets": lambda: _targets_result(table, df, partition),
+            "flat_gradcam_share": lambda: _flat_gradcam_result(df),
         }
         for check_key in sorted(context.selected_asset_check_keys, key=lambda k: k.name):
             result = results[check_key.name]()

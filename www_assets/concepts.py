@@ -14,59 +14,78 @@ from www_assets.partitions import concept_set_key, model_concepts, models
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
 
 
-class GradcamConfig(dg.Config):
-    # side of the square crop around the Grad-CAM peak, as a share of the image side: 0.875 = 224 / 256,
-    # the share of the side that WWW's centre crop keeps, which seed 002's crop replaces
-    crop_fraction: float = 0.875
-
-
 @dg.asset(
     partitions_def=models,
     ins={"probe_images": dg.AssetIn()},
     deps=["model_training"],
-    code_version="2",
+    code_version="3",
     kinds={"pytorch", "parquet"},
     group_name="what",
     pool="gpu",
 )
-def gradcam_crops(context: dg.AssetExecutionContext, config: GradcamConfig, device: TorchDevice,
-                  probe_images: pd.DataFrame) -> pd.DataFrame:
-    """The Grad-CAM box of each probe image for its predicted class: Grad-CAM at the registry's
-    `spatial_layer`, ReLU, upsampled to the input, and a square of side `crop_fraction` x image side
-    centred on the maximum and shifted inside the image (seed 002)."""
+def gradcam_crops(context: dg.AssetExecutionContext, device: TorchDevice, probe_images: pd.DataFrame) -> pd.DataFrame:
+    """The Grad-CAM window of each probe image for its predicted class (seed 002, geometry in
+    methods/gradcam.py): Grad-CAM at the registry's `gradcam_layer` (default `spatial_layer`) on the
+    whole resized frame, ReLU, upsampled to the frame, and a window of the model's input size centred
+    on the maximum and shifted inside the frame. Boxes are in frame pixels; a flat map (no positive
+    evidence) has no peak (NULL) and the centred window. The share of flat maps is in the metadata."""
     import torch
 
-    from www_assets.methods.gradcam import gradcam, gradcam_boxes
+    from www_assets.methods.gradcam import cam_peaks, gradcam, gradcam_boxes, gradcam_frame_side
     from www_resources.probes import open_probe_set
     from www_resources.target import TargetModel
 
     entry = model_entry(context)
     model = TargetModel(entry, device.torch_device(), device.torch_dtype())
-    layer = dict(model.module.named_modules())[entry.spatial_layer]
+    layer = model.module.get_submodule(entry.cam_layer)
     probe = open_probe_set(entry.probe_set)
     rows = probe_images[probe_images["readable"]].reset_index(drop=True)
-    side = max(1, round(config.crop_fraction * model.pre.size))
+    size = model.pre.size
+    frame = gradcam_frame_side(size, model.pre.resize)
     out = []
     progress = Progress(context, "Grad-CAM")
     for start in range(0, len(rows), device.batch_size):
         part = rows.iloc[start:start + device.batch_size]
-        images, ids, _ = probe.load(part, model.pre.size, model.pre.resize)
+        # the whole frame (resize x resize square) shown at the model's input resolution
+        images, ids, _ = probe.load(part, size, size)
         if not len(ids):
             continue
         with torch.enable_grad():
-            cam, pred = gradcam(model.module, layer, model.to_input(images), num_prefix_tokens=model.num_prefix_tokens)
-        boxes = gradcam_boxes(cam, side).cpu().numpy()
-        flat = cam.flatten(1).argmax(1).cpu().numpy()
-        w = cam.shape[-1]
+            cam, pred = gradcam(model.module, layer, model.to_input(images),
+                                num_prefix_tokens=model.num_prefix_tokens, out_size=(frame, frame))
+        boxes = gradcam_boxes(cam, size).cpu().numpy()
+        peaks, flat = cam_peaks(cam)
+        peaks, flat = peaks.cpu().numpy(), flat.cpu().numpy()
         out.append(pd.DataFrame({
             "image_id": ids, "pred": pred.cpu().numpy().astype(np.int32),
             "box_x0": boxes[:, 0], "box_y0": boxes[:, 1], "box_x1": boxes[:, 2], "box_y1": boxes[:, 3],
-            "cam_peak_x": (flat % w).astype(np.int32), "cam_peak_y": (flat // w).astype(np.int32),
+            "cam_peak_x": pd.array(np.where(flat, None, peaks[:, 0]), dtype="Int32"),
+            "cam_peak_y": pd.array(np.where(flat, None, peaks[:, 1]), dtype="Int32"),
         }))
         progress(min(start + device.batch_size, len(rows)), len(rows))
     df = pd.concat(out, ignore_index=True)
-    context.add_output_metadata(table_metadata(df, crop_side_px=side))
+    for c in ("box_x0", "box_y0", "box_x1", "box_y1"):
+        df[c] = df[c].astype(np.int32)
+    flat_share = float(df["cam_peak_x"].isna().mean())
+    if flat_share > 0:
+        context.log.warning(f"{flat_share:.1%} of the Grad-CAM maps at {entry.cam_layer} are flat (centred window)")
+    context.add_output_metadata(table_metadata(
+        df, layer=entry.cam_layer, frame_side_px=frame, window_side_px=size, flat_share=flat_share))
     return df
+
+
+def gradcam_frame_pixels(probe, part: pd.DataFrame, pre) -> tuple:
+    """The frames the Grad-CAM boxes refer to, as float (B, 3, F, F) in [0, 1], and their image ids.
+
+    Both the target model (crop_examples) and CLIP (clip_image_embeddings) cut the Grad-CAM view
+    out of these same pixels."""
+    import torch
+
+    from www_assets.methods.gradcam import gradcam_frame_side
+
+    frame = gradcam_frame_side(pre.size, pre.resize)
+    images, ids, _ = probe.load(part, frame, frame)
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0, ids
 
 
 class CropExamplesConfig(dg.Config):
@@ -78,7 +97,7 @@ class CropExamplesConfig(dg.Config):
     partitions_def=models,
     ins={"probe_images": dg.AssetIn(), "gradcam_crops": dg.AssetIn()},
     deps=["model_training"],
-    code_version="1",
+    code_version="2",
     kinds={"pytorch", "parquet"},
     group_name="what",
     pool="gpu",
@@ -116,7 +135,10 @@ def crop_examples(context: dg.AssetExecutionContext, config: CropExamplesConfig,
         b, g2 = len(ids), len(grid)
         grid_batch = crop_resize(pixels.repeat_interleave(g2, 0), grid.repeat(b, 1), size)
         cam_boxes = torch.tensor(cam.loc[ids, ["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy())
-        cam_batch = crop_resize(pixels, cam_boxes, size)
+        frames, frame_ids = gradcam_frame_pixels(probe, part, model.pre)
+        if list(frame_ids) != list(ids):
+            raise RuntimeError(f"the Grad-CAM frames and the plain views of {len(ids)} images decoded differently")
+        cam_batch = crop_resize(frames, cam_boxes, size)
         for kind, batch, boxes, names in (
             ("crop", grid_batch, grid.repeat(b, 1), [crop_view(i // config.grid, i % config.grid) for i in range(g2)] * b),
             ("gradcam_crop", cam_batch, cam_boxes, [GRADCAM] * b),
@@ -147,7 +169,7 @@ def crop_examples(context: dg.AssetExecutionContext, config: CropExamplesConfig,
     partitions_def=models,
     ins={"probe_images": dg.AssetIn(), "crop_examples": dg.AssetIn(), "gradcam_crops": dg.AssetIn()},
     deps=["world_clip"],
-    code_version="1",
+    code_version="2",
     kinds={"pytorch", "parquet"},
     group_name="what",
     pool="gpu",
@@ -188,11 +210,18 @@ def clip_image_embeddings(context: dg.AssetExecutionContext, device: TorchDevice
         if picks:
             sel = pd.concat(picks)
             where = {image_id: n for n, image_id in enumerate(ids)}
-            src = pixels[[where[i] for i in sel["image_id"]]]
-            boxes = torch.tensor(sel[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy())
-            vectors.append(clip.encode_images(crop_resize(src, boxes, pre.size), batch_size=device.batch_size).cpu())
-            out_ids += sel["image_id"].tolist()
-            out_views += sel["view"].tolist()
+            # grid crops live in the plain view, Grad-CAM windows in the resized frame
+            is_cam = (sel["view"] == GRADCAM).to_numpy()
+            frames = gradcam_frame_pixels(probe, part, pre)[0] if is_cam.any() else None
+            for mask, source in ((~is_cam, pixels), (is_cam, frames)):
+                if not mask.any():
+                    continue
+                chosen = sel[mask]
+                src = source[[where[i] for i in chosen["image_id"]]]
+                boxes = torch.tensor(chosen[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy())
+                vectors.append(clip.encode_images(crop_resize(src, boxes, pre.size), batch_size=device.batch_size).cpu())
+                out_ids += chosen["image_id"].tolist()
+                out_views += chosen["view"].tolist()
         progress(min(start + step, len(rows)), len(rows))
     matrix = torch.cat(vectors).numpy().astype(np.float32)
     df = pd.DataFrame({"clip_model": entry.clip, "probe_set": entry.probe_set, "image_id": out_ids,

@@ -228,7 +228,8 @@ def evaluation_summary(context: dg.AssetExecutionContext, warehouse: WarehouseRe
 
 
 def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, clip: pd.DataFrame | None = None,
-                   detection: pd.DataFrame | None = None, heading_level: int = 3) -> str:
+                   detection: pd.DataFrame | None = None, heading_level: int = 3,
+                   localization: pd.DataFrame | None = None) -> str:
     """The README's results from the catalog's tables, with the targets of the trained models
     read from the registry (see `methods.report.results_report`)."""
     from www_assets.methods import report
@@ -242,7 +243,8 @@ def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, 
             if entry is not None and (target := classifier_target(entry)) is not None:
                 targets[model] = target
     text = report.results_report(summary, roles, training=training, targets=targets, clip=clip,
-                                 clip_targets=CLIP_TARGETS, detection=detection, heading_level=heading_level)
+                                 clip_targets=CLIP_TARGETS, detection=detection, heading_level=heading_level,
+                                 localization=localization)
     # the other explanation families render their own sections from their own tables
     from www_assets.methods.hint import results_from_warehouse as hint_results
 

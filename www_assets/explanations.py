@@ -18,7 +18,7 @@ class ShapleyConfig(dg.Config):
 @dg.asset(
     partitions_def=models,
     deps=["model_training", "world_scenes"],
-    code_version="1",
+    code_version="2",
     kinds={"pytorch", "parquet"},
     group_name="why",
     pool="gpu",
@@ -33,6 +33,7 @@ def class_shapley(context: dg.AssetExecutionContext, config: ShapleyConfig, devi
 
     from www_assets.figures.explanations import shapley_matrix_figure
     from www_assets.methods.contributions import ClassContributionAccumulator, taylor_contributions_from_model
+    from www_assets.methods.explanation import contribution_sign
     from www_resources.probes import open_probe_set
     from www_resources.target import TargetModel
 
@@ -72,6 +73,7 @@ def class_shapley(context: dg.AssetExecutionContext, config: ShapleyConfig, devi
         "neuron": np.tile(np.arange(d), k).astype(np.int32),
         "value": matrix.numpy().reshape(-1).astype(np.float32),
         "n_samples": np.repeat(counts.numpy(), d).astype(np.int32),
+        "sign": contribution_sign(config.absolute),
     })
     folder = warehouse.artifacts / "explanations" / entry.name
     picture = shapley_matrix_figure(matrix.numpy(), names, folder / "class_shapley.png")
@@ -91,7 +93,7 @@ class ExplanationConfig(dg.Config):
     concept_method: str = "www"
 
 
-def _neuron_concepts_lookup(neuron_concepts: pd.DataFrame, entry, method: str) -> dict[int, str]:
+def major_concepts_by_neuron(neuron_concepts: pd.DataFrame, entry, method: str) -> dict[int, str]:
     """Major concept of each head-input neuron (the spatial layer's channels), first concept set."""
     if neuron_concepts.empty:
         return {}
@@ -106,11 +108,37 @@ def _neuron_concepts_lookup(neuron_concepts: pd.DataFrame, entry, method: str) -
     return {int(n): (c if isinstance(c, str) else "(none)") for n, c in zip(rows["neuron"], rows["concept"])}
 
 
+def class_matrix_of(class_shapley: pd.DataFrame):
+    """The (K, D) class Shapley matrix and whether it holds absolute contributions (its `sign`)."""
+    import torch
+
+    signs = set(class_shapley["sign"].dropna()) if "sign" in class_shapley else {"signed"}
+    if len(signs) != 1 or not signs <= {"signed", "absolute"}:
+        raise ValueError(f"class_shapley must hold one sign ('signed' or 'absolute'), got {sorted(signs)}")
+    k_classes = int(class_shapley["class_id"].max()) + 1
+    matrix = torch.zeros(k_classes, int(class_shapley["neuron"].max()) + 1)
+    matrix[class_shapley["class_id"].to_numpy(), class_shapley["neuron"].to_numpy()] = torch.from_numpy(
+        class_shapley["value"].to_numpy().astype(np.float32))
+    return matrix, signs == {"absolute"}
+
+
+def explanation_rows(ex, ids, labels, names) -> list[dict]:
+    """Rows of `sample_explanations` for one explained batch (figure paths are filled in later)."""
+    msp, pred = ex.msp, ex.predicted
+    return [{
+        "image_id": ids[i], "label": int(labels[i]), "pred": int(pred[i]), "msp": float(msp[i]),
+        "correct": bool(int(pred[i]) == int(labels[i])),
+        "class_top": ex.class_top[i].tolist(), "class_top_concepts": names(ex.class_top[i]),
+        "sample_top": ex.sample_top[i].tolist(), "sample_top_concepts": names(ex.sample_top[i]),
+        "heatmap_similarity": float(ex.similarity[i]), "figure": None,
+    } for i in range(len(pred))]
+
+
 @dg.asset(
     partitions_def=models,
     ins={"class_shapley": dg.AssetIn(), "neuron_concepts": dg.AssetIn()},
     deps=["model_training", "world_scenes"],
-    code_version="1",
+    code_version="2",
     kinds={"pytorch", "parquet"},
     group_name="why",
     pool="gpu",
@@ -123,14 +151,9 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
     predicted class) and the sample track (top-k of the sample's own contributions), each with its
     neurons' major concepts, and the cosine similarity of the two concept heatmaps (eq. 4). A
     gallery of correct and mispredicted samples is drawn as in the paper's figures 5 and 6."""
-    import torch
-
     from www_assets.figures.explanations import explanation_figure
-    from www_assets.methods.contributions import taylor_contributions_from_model, top_neurons
-    from www_assets.methods.heatmaps import (
-        concept_heatmap, heatmap_similarity, neuron_activation_maps, region_masks, spatial_maps,
-    )
-    from www_resources.hooks import LayerRecorder
+    from www_assets.methods.explanation import explain_batch
+    from www_assets.methods.heatmaps import region_masks
     from www_resources.probes import open_probe_set
     from www_resources.target import TargetModel
 
@@ -138,14 +161,10 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
     model = TargetModel(entry, device.torch_device(), device.torch_dtype())
     probe = open_probe_set(entry.explain_set or entry.probe_set)
     manifest = probe.manifest()
-    size = model.pre.size
-    k_classes = int(class_shapley["class_id"].max()) + 1
-    class_matrix = torch.zeros(k_classes, int(class_shapley["neuron"].max()) + 1)
-    class_matrix[class_shapley["class_id"].to_numpy(), class_shapley["neuron"].to_numpy()] = torch.from_numpy(
-        class_shapley["value"].to_numpy())
-    class_top, class_top_w = top_neurons(class_matrix, config.top_k)  # (K, k)
-    concepts = _neuron_concepts_lookup(neuron_concepts, entry, config.concept_method)
+    class_matrix, absolute = class_matrix_of(class_shapley)
+    concepts = major_concepts_by_neuron(neuron_concepts, entry, config.concept_method)
     names = lambda ns: [concepts.get(int(n), "(no concept)") for n in ns]
+    map_layer = model.module.get_submodule(entry.cam_layer)
 
     rows, keep_for_gallery = [], []
     progress = Progress(context, "sample explanations")
@@ -153,42 +172,25 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
     chunk = max(device.batch_size * 8, 256)
     for start in range(0, len(manifest), chunk):
         part = manifest.iloc[start:start + chunk]
-        images, ids, _ = probe.load(part, size, model.pre.resize)
+        images, ids, _ = probe.load(part, model.pre.size, model.pre.resize)
         labels = part.set_index("image_id").loc[ids, "label"].to_numpy()
+        def explain(b, e):
+            return explain_batch(model.module, entry.head, map_layer, model.to_input(images[b:e]), class_matrix,
+                                 config.top_k, absolute=absolute, num_prefix_tokens=model.num_prefix_tokens)
 
-        def contributions_and_maps(b, e):
-            x = model.to_input(images[b:e])
-            with LayerRecorder(model.module, [entry.spatial_layer]) as recorder:
-                contrib, logits = taylor_contributions_from_model(model.module, entry.head, x)
-                maps = spatial_maps(recorder.outputs[entry.spatial_layer].detach(), model.num_prefix_tokens).float().cpu()
-            return contrib.float().cpu(), logits.float().cpu(), maps
-
-        for b, _, (contrib, logits, maps) in batches(len(ids), contributions_and_maps):
-            prob = torch.softmax(logits, 1)
-            msp, pred = prob.max(1)
-            s_top, s_w = top_neurons(contrib, config.top_k)
-            c_top, c_w = class_top[pred], class_top_w[pred]
-            s_nam = neuron_activation_maps(maps, s_top, (size, size))
-            c_nam = neuron_activation_maps(maps, c_top, (size, size))
-            s_heat, c_heat = concept_heatmap(s_nam, s_w), concept_heatmap(c_nam, c_w)
-            sim = heatmap_similarity(c_heat, s_heat)
-            for i in range(len(pred)):
-                n = b + i
-                rows.append({
-                    "image_id": ids[n], "label": int(labels[n]), "pred": int(pred[i]), "msp": float(msp[i]),
-                    "correct": bool(pred[i] == labels[n]),
-                    "class_top": c_top[i].tolist(), "class_top_concepts": names(c_top[i]),
-                    "sample_top": s_top[i].tolist(), "sample_top_concepts": names(s_top[i]),
-                    "heatmap_similarity": float(sim[i]), "figure": None,
-                })
-                want_correct = rows[-1]["correct"] and sum(g[1]["correct"] for g in keep_for_gallery) < config.gallery_correct
-                want_wrong = (not rows[-1]["correct"]) and sum(not g[1]["correct"] for g in keep_for_gallery) < config.gallery_mispredicted
+        for b, e, ex in batches(len(ids), explain):
+            new_rows = explanation_rows(ex, ids[b:e], labels[b:e], names)
+            rows += new_rows
+            for i, row in enumerate(new_rows):
+                want_correct = row["correct"] and sum(g[1]["correct"] for g in keep_for_gallery) < config.gallery_correct
+                want_wrong = (not row["correct"]) and sum(not g[1]["correct"] for g in keep_for_gallery) < config.gallery_mispredicted
                 if want_correct or want_wrong:
-                    keep_for_gallery.append((images[n], rows[-1], {
-                        "class": {"neurons": c_top[i].tolist(), "concepts": names(c_top[i]), "weights": c_w[i].tolist(),
-                                  "masks": region_masks(c_nam[i:i + 1], config.percentile)[0].numpy(), "heatmap": c_heat[i].numpy()},
-                        "sample": {"neurons": s_top[i].tolist(), "concepts": names(s_top[i]), "weights": s_w[i].tolist(),
-                                   "masks": region_masks(s_nam[i:i + 1], config.percentile)[0].numpy(), "heatmap": s_heat[i].numpy()},
+                    track = lambda top, w, maps, heat: {
+                        "neurons": top[i].tolist(), "concepts": names(top[i]), "weights": w[i].tolist(),
+                        "masks": region_masks(maps[i:i + 1], config.percentile)[0].numpy(), "heatmap": heat[i].numpy()}
+                    keep_for_gallery.append((images[b + i], row, {
+                        "class": track(ex.class_top, ex.class_weights, ex.class_maps, ex.class_heatmap),
+                        "sample": track(ex.sample_top, ex.sample_weights, ex.sample_maps, ex.sample_heatmap),
                     }))
         progress(min(start + chunk, len(manifest)), len(manifest))
     class_names = probe.class_names()
@@ -216,27 +218,37 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
 @dg.multi_asset(
     partitions_def=models,
     outs={
-        "misprediction_detection": dg.AssetOut(code_version="1", kinds={"pandas", "parquet"}, group_name="why"),
-        "rejection_curves": dg.AssetOut(code_version="1", kinds={"pandas", "parquet"}, group_name="why"),
+        "misprediction_detection": dg.AssetOut(code_version="2", kinds={"pandas", "parquet"}, group_name="why"),
+        "rejection_curves": dg.AssetOut(code_version="2", kinds={"pandas", "parquet"}, group_name="why"),
     },
     ins={"sample_explanations": dg.AssetIn()},
 )
 def uncertainty(context: dg.AssetExecutionContext, warehouse: WarehouseResource, sample_explanations: pd.DataFrame):
-    """AUROC of detecting mispredictions with heatmap similarity and with the max softmax
-    probability (low value = flagged), and the rejection curve of each (seed 000 §F)."""
+    """AUROC of detecting mispredictions with heatmap similarity, with the max softmax probability
+    and with the Jaccard overlap of the class and sample tracks' top-k neurons (low value =
+    flagged), each with a 95 % stratified bootstrap interval and its mean on correct and on
+    mispredicted images, and the rejection curve of each score (seed 000 §F)."""
     from www_assets.figures.explanations import rejection_curve_figure
-    from www_assets.methods.uncertainty import misprediction_auroc, rejection_curve
+    from www_assets.methods.uncertainty import bootstrap_auroc_ci, misprediction_auroc, rejection_curve, top_k_jaccard
 
     entry = model_entry(context)
     df = sample_explanations
-    correct = df["correct"].to_numpy()
+    correct = df["correct"].to_numpy().astype(bool)
     n_wrong = int((~correct).sum())
-    scores = {"heatmap_similarity": df["heatmap_similarity"].to_numpy(), "msp": df["msp"].to_numpy()}
-    aurocs, curves = {}, {}
+    both = 0 < n_wrong < len(df)
+    scores = {"heatmap_similarity": df["heatmap_similarity"].to_numpy(), "msp": df["msp"].to_numpy(),
+              "track_jaccard": top_k_jaccard(df["class_top"], df["sample_top"])}
+    rows, curves = [], {}
     for name, values in scores.items():
-        aurocs[name] = misprediction_auroc(values, correct) if 0 < n_wrong < len(df) else float("nan")
+        low, high = bootstrap_auroc_ci(values, correct) if both else (float("nan"), float("nan"))
+        rows.append({"score": name, "auroc": misprediction_auroc(values, correct) if both else float("nan"),
+                     "ci_low": low, "ci_high": high,
+                     "mean_correct": float(values[correct].mean()) if correct.any() else float("nan"),
+                     "mean_mispredicted": float(values[~correct].mean()) if n_wrong else float("nan"),
+                     "n": len(df), "n_mispredicted": n_wrong})
         curves[name] = rejection_curve(values, correct).assign(score=name)
-    table = pd.DataFrame({"score": list(aurocs), "auroc": list(aurocs.values()), "n": len(df), "n_mispredicted": n_wrong})
+    table = pd.DataFrame(rows)
+    aurocs = dict(zip(table["score"], table["auroc"]))
     curve = pd.concat(curves.values(), ignore_index=True)[["score", "share_rejected", "mispredictions_caught", "accuracy_of_kept"]]
     picture = rejection_curve_figure({k: v for k, v in curves.items()}, aurocs,
                                      warehouse.artifacts / "explanations" / entry.name / "rejection_curve.png")

@@ -131,7 +131,7 @@ def cmd_results(args) -> int:
         return df[df["model"].isin(args.model)] if args.model and "model" in df.columns else df
 
     results = results_report(table("evaluation_summary"), table("model_training"), table("world_clip"),
-                             table("misprediction_detection"))
+                             table("misprediction_detection"), localization=table("localization_eval"))
     if not args.readme:
         print(results)
         return 0

@@ -9,7 +9,10 @@ A registry file names everything the pipeline needs to explain one model:
     train: {kind: cnn, width: 32}    # optional: trained on the embedded world by the pipeline
     layers: [layer3, layer4, fc]     # layers whose neurons are explained
     head: fc                         # the linear classifier; its input = penultimate features
-    spatial_layer: layer4            # conv map / token sequence feeding the head (Grad-CAM, heatmaps)
+    spatial_layer: layer4            # conv map / token sequence feeding the head
+    gradcam_layer: layer4            # optional: where Grad-CAM and neuron maps are read (default:
+                                     # spatial_layer); a CLS-pooled ViT needs a layer whose patch
+                                     # tokens reach the head, e.g. blocks.11.norm1
     final_layer: fc                  # its neurons are the class logits (judged against class names)
     token_pooling: cls               # ViT layers: cls token or mean of patch tokens
     preprocessing: {size: 224, resize: 256, mean: [...], std: [...]}   # or "world"
@@ -199,6 +202,11 @@ class ModelEntry:
     class_set: str | None = None
     description: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def cam_layer(self) -> str:
+        """The layer of Grad-CAM and of the neuron maps: `gradcam_layer`, else `spatial_layer`."""
+        return self.gradcam_layer or self.spatial_layer
 
     @property
     def is_world_model(self) -> bool:

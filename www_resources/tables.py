@@ -151,7 +151,8 @@ table(
 # --- what: concept discovery ----------------------------------------------------------------
 table(
     "gradcam_crops",
-    "Grad-CAM box of each probe image for its predicted class (square around the CAM maximum).",
+    "Grad-CAM window of each probe image for its predicted class: the model's input size, centred on the "
+    "CAM maximum, in pixels of the resized frame; the peak is NULL when the map was flat.",
     {"image_id": STR, "pred": I32, **BOX, "cam_peak_x": I32, "cam_peak_y": I32},
     partition_by=MODEL,
     grain=("image_id",),
@@ -198,8 +199,9 @@ table(
 # --- where and why --------------------------------------------------------------------------
 table(
     "class_shapley",
-    "Mean Taylor contribution a * df_c/da of each penultimate neuron to each class over its samples.",
-    {"class_id": I32, "class_name": STR, "neuron": I32, "value": F32, "n_samples": I32},
+    "Mean Taylor contribution a * df_c/da of each penultimate neuron to each class over its samples; "
+    "sign: signed or absolute (the sample track follows it).",
+    {"class_id": I32, "class_name": STR, "neuron": I32, "value": F32, "n_samples": I32, "sign": STR},
     partition_by=MODEL,
     grain=("class_id", "neuron"),
 )
@@ -218,10 +220,24 @@ table(
 )
 table(
     "misprediction_detection",
-    "AUROC of detecting mispredictions on the test split, per confidence score.",
-    {"score": STR, "auroc": F64, "n": I32, "n_mispredicted": I32},
+    "AUROC of detecting mispredictions on the test split, per confidence score (heatmap similarity, "
+    "max softmax probability, Jaccard of the class and sample tracks' top-k neurons), with a 95 % "
+    "stratified bootstrap interval and the score's mean on correct and on mispredicted images.",
+    {"score": STR, "auroc": F64, "ci_low": F64, "ci_high": F64, "mean_correct": F64, "mean_mispredicted": F64,
+     "n": I32, "n_mispredicted": I32},
     partition_by=MODEL,
     grain=("score",),
+)
+table(
+    "localization_eval",
+    "Where, against the world's boxes: per test image, the share of the class track's, the sample track's "
+    "and a plain Grad-CAM heatmap's positive mass inside the object box and a pointing-game hit; per top "
+    "neuron whose major concept is a part drawn in the image (map part_neuron), the same against that "
+    "part's boxes plus the share of its concept region inside them; box_share is the chance level.",
+    {"image_id": STR, "correct": BOOL, "map": STR, "neuron": I32, "concept": STR, "mass_in_box": F64,
+     "pointing_hit": F64, "region_in_box": F64, "box_share": F64},
+    partition_by=MODEL,
+    grain=("image_id", "map", "neuron"),
 )
 table(
     "rejection_curves",

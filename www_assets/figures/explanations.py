@@ -19,7 +19,7 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-__all__ = ["NEURON_COLOURS", "explanation_figure", "shapley_matrix_figure", "rejection_curve_figure"]
+__all__ = ["NEURON_COLOURS", "explanation_figure", "shapley_matrix_figure", "rejection_curve_figure", "localization_figure"]
 
 # One colour per ranked neuron: blue, red, yellow first (the order of the paper's figures).
 NEURON_COLOURS = ("#1f5fd6", "#e0262b", "#ffd21f", "#2ca02c", "#9b4dca", "#ff7f0e", "#17becf", "#8c564b")
@@ -298,6 +298,41 @@ def rejection_curve_figure(
     accuracy_axis.set_xlim(0, 1)
     accuracy_axis.grid(alpha=0.3)
     accuracy_axis.legend(fontsize=9, loc="lower right")
+    figure.tight_layout()
+    path = _prepare_path(path)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def localization_figure(summary: pd.DataFrame, title: str, path: str | Path) -> Path:
+    """Where the heatmaps look, against the truth: for each map (class track, sample track,
+    Grad-CAM, part neurons) the mean share of positive mass inside the box and the pointing-game
+    accuracy, as bars, with the chance level (the box's mean share of the image) as a tick.
+
+    Args:
+        summary: ``localization_summary`` rows of one model (map, mass_in_box, pointing, chance).
+        title: the figure's title (e.g. the model's name).
+        path: PNG file to write.
+    """
+    needed = {"map", "mass_in_box", "pointing", "chance"}
+    if summary.empty or not needed <= set(summary.columns):
+        raise ValueError(f"summary must be non-empty with columns {sorted(needed)}")
+    order = {"class": 0, "sample": 1, "gradcam": 2, "part_neuron": 3}
+    rows = summary.assign(_o=summary["map"].map(lambda m: order.get(m, 9))).sort_values("_o")
+    labels = {"class": "class track", "sample": "sample track", "gradcam": "Grad-CAM", "part_neuron": "part neurons\n(part boxes)"}
+    figure = Figure(figsize=(7.5, 3.6))
+    FigureCanvasAgg(figure)
+    axis = figure.add_subplot(1, 1, 1)
+    x = np.arange(len(rows))
+    axis.bar(x - 0.2, rows["mass_in_box"], width=0.38, color=NEURON_COLOURS[0], label="positive mass inside")
+    axis.bar(x + 0.2, rows["pointing"], width=0.38, color=NEURON_COLOURS[1], label="pointing game")
+    axis.scatter(x, rows["chance"], marker="_", s=900, color="black", zorder=3, label="chance (box share)")
+    axis.set_xticks(x, [labels.get(m, m) for m in rows["map"]])
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("share")
+    axis.set_title(title, fontsize=11)
+    axis.grid(alpha=0.3, axis="y")
+    axis.legend(fontsize=8, loc="upper right")
     figure.tight_layout()
     path = _prepare_path(path)
     figure.savefig(path, dpi=110, bbox_inches="tight")

@@ -8,18 +8,28 @@ Grad-CAM (Selvaraju et al., ICCV 2017) at a layer with output A (channels k, pos
 (y, x)) for class c:
     weight_k = mean_{y,x} d logit_c / d A_k(y, x)
     cam(y, x) = ReLU(sum_k weight_k A_k(y, x))
-then bilinear upsampling to the input size and min-max normalisation per image to [0, 1]
+then bilinear upsampling to the input size (or a given size, e.g. the frame) and min-max normalisation per image to [0, 1]
 (a map without any positive evidence stays all zero). Conv layers give A as (B, C, h, w);
 transformer blocks give tokens (B, T, C): the first `num_prefix_tokens` (CLS, registers)
 are dropped and the rest reshaped to a square h x h grid.
 
-Crop side. `DEFAULT_CROP_FRACTION` = 0.5: the crop side is half the image side (112 px of
-224). Seed 002 does not state its crop size. A square of side f can move up to (1 - f)/2
-of the image side away from the centre; at f = 0.5 that is a quarter of the side, enough to
-follow an off-centre object (WWW's 0.875 centre crop cannot move), while it still keeps a
-quarter of the image area: at ResNet layer4's 7 x 7 resolution, 3.5 x 3.5 cells, i.e. the
-peak cell and more than one cell of context on each side. The crop is then resized to the
-model/CLIP input (2x upsampling at f = 0.5), which both models handle well.
+Geometry (seed 002, one default). WWW resizes the shorter side to 256 and shows the model and
+CLIP the central 224 x 224; seed 002 keeps the resize and moves a window of the same size (the
+model's input size) onto the Grad-CAM peak. Here:
+
+* the *frame* is the square image at the preprocessing's `resize` side (the shorter side resized
+  to `resize`, the central square kept): `gradcam_frame_side(size, resize)`. When a preset has no
+  resize margin (`resize == size`, the embedded world's 64-px images) the frame side is
+  round(size * 256 / 224), WWW's ratio, so the Grad-CAM view can move exactly as far as it
+  would on ImageNet; the plain view of such a preset stays the whole image;
+* Grad-CAM runs on the whole frame shown at the model's input size (the one resolution every
+  model accepts, fixed-size ViTs included), and the map is upsampled to the frame;
+* the window is `size` x `size` pixels of the frame, centred on the map's maximum and shifted
+  inside the frame (`gradcam_boxes`), then fed to the model and to CLIP as it is: the window
+  is already at the input size, so it is not resampled.
+
+A map without any positive evidence is flat: it has no peak (`cam_peaks` says so) and its
+window is the centred one, i.e. WWW's centre crop.
 """
 
 from __future__ import annotations
@@ -30,9 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DEFAULT_CROP_FRACTION", "gradcam", "gradcam_boxes", "crop_side"]
+__all__ = ["WWW_RESIZE_RATIO", "gradcam", "gradcam_boxes", "cam_peaks", "gradcam_frame_side"]
 
-DEFAULT_CROP_FRACTION = 0.5
+# WWW's preprocessing: shorter side 256, centre crop 224.
+WWW_RESIZE_RATIO = 256 / 224
 
 # A map whose max - min is at most this fraction of its max (or exactly zero) is flat.
 _FLAT_TOLERANCE = 1e-6
@@ -70,6 +81,7 @@ def gradcam(
     inputs: Tensor,
     class_index: Tensor | None = None,
     num_prefix_tokens: int = 0,
+    out_size: tuple[int, int] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Grad-CAM maps of a batch at `layer`, for the predicted class or a given one.
 
@@ -77,8 +89,9 @@ def gradcam(
     is (B, C, h, w) or (B, T, C) (a tuple output uses its first element; if the layer runs
     several times, the last call counts); inputs: (B, C_in, H, W) model inputs;
     class_index: optional (B,) integer classes to explain (default: the predicted ones);
-    num_prefix_tokens: tokens to drop before reshaping a token output to a square grid.
-    Returns (cam (B, H, W) float in [0, 1], predicted LongTensor (B,)): `predicted` is the
+    num_prefix_tokens: tokens to drop before reshaping a token output to a square grid;
+    out_size: (H', W') to upsample the map to (default: the input's (H, W)), e.g. the frame.
+    Returns (cam (B, H', W') float in [0, 1], predicted LongTensor (B,)): `predicted` is the
     model's argmax class whether or not `class_index` was given.
 
     One forward and one backward pass for the whole batch. The model runs in eval mode
@@ -91,6 +104,10 @@ def gradcam(
     if num_prefix_tokens < 0:
         raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
     batch, _, height, width = inputs.shape
+    if out_size is not None:
+        height, width = (int(v) for v in out_size)
+        if height < 1 or width < 1:
+            raise ValueError(f"out_size must be positive, got {out_size}")
     captured: list[Tensor] = []
 
     def keep_output(_module: nn.Module, _args: object, output: object) -> None:
@@ -140,11 +157,30 @@ def gradcam(
     return cam, predicted.detach()
 
 
-def crop_side(image_side: int, fraction: float = DEFAULT_CROP_FRACTION) -> int:
-    """Crop side in pixels: round(fraction * image_side), at least 1 and at most image_side."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    return max(1, min(image_side, int(fraction * image_side + 0.5)))
+def gradcam_frame_side(size: int, resize: int) -> int:
+    """Side of the square frame the Grad-CAM window is cut from (module doc, Geometry).
+
+    size: the model's input side; resize: the preprocessing's shorter-side resize.
+    `resize` when it exceeds `size`; otherwise (no margin) round(size * 256 / 224).
+    """
+    if size < 1 or resize < size:
+        raise ValueError(f"need 1 <= size <= resize, got size {size} and resize {resize}")
+    return int(resize) if resize > size else int(math.floor(size * WWW_RESIZE_RATIO + 0.5))
+
+
+def cam_peaks(cam: Tensor) -> tuple[Tensor, Tensor]:
+    """Each map's maximum as (x, y) and whether the map is flat (then it has no peak).
+
+    cam: (B, H, W). Returns (LongTensor (B, 2) of (x, y), the first maximum in row-major
+    order; BoolTensor (B,) flat). Callers store no peak for a flat map.
+    """
+    if not isinstance(cam, Tensor) or cam.ndim != 3:
+        shape = tuple(cam.shape) if isinstance(cam, Tensor) else type(cam).__name__
+        raise ValueError(f"cam must be a (B, H, W) tensor, got {shape}")
+    width = cam.shape[2]
+    flat_index = cam.flatten(1).argmax(dim=1)
+    peaks = torch.stack([flat_index % width, torch.div(flat_index, width, rounding_mode="floor")], dim=1)
+    return peaks.long(), _is_flat(cam)
 
 
 def gradcam_boxes(cam: Tensor, side: int) -> Tensor:

@@ -1,7 +1,7 @@
 """Neuron activation maps, concept heatmaps and region masks ("where", seed 001 §3.3).
 
-* NAM ``A_u(x)``: neuron ``u``'s spatial map at the explained layer, upsampled
-  (bilinear) to the input size.
+* NAM ``A_u(x)``: neuron ``u``'s spatial map, upsampled (bilinear) to the input size;
+  ``methods/explanation.py`` computes it with a causal path to the prediction.
 * Concept heatmap, eq. 4: ``M(x) = sum_u w_u A_u(x)`` over the top-k neurons, with
   the weights normalised (see ``concept_heatmap``).
 * Concept region map: each top neuron's NAM thresholded at its own 70th percentile,
@@ -18,12 +18,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
     "spatial_maps",
-    "neuron_activation_maps",
     "normalise_heatmap_weights",
     "concept_heatmap",
     "region_masks",
@@ -72,38 +70,6 @@ def spatial_maps(layer_output: Tensor, num_prefix_tokens: int = 0) -> Tensor:
             "tokens) do not form a square grid; check num_prefix_tokens"
         )
     return patches.reshape(batch, side, side, channels).permute(0, 3, 1, 2)
-
-
-def neuron_activation_maps(maps: Tensor, neurons: Tensor, size: tuple[int, int]) -> Tensor:
-    """Selected neurons' maps upsampled to the input size (NAMs).
-
-    Args:
-        maps: (B, C, h, w) channel maps (``spatial_maps``).
-        neurons: (B, k) int64 neuron ids per sample, or (k,) shared by all samples.
-        size: (H, W) output size in pixels.
-
-    Returns:
-        (B, k, H, W) float maps, bilinear (align_corners=False), in activation units.
-    """
-    if not isinstance(maps, Tensor) or maps.ndim != 4:
-        raise ValueError(f"maps must be (B, C, h, w), got {_shape(maps)}")
-    neurons = torch.as_tensor(neurons, device=maps.device)
-    if neurons.is_floating_point() or neurons.dtype == torch.bool:
-        raise ValueError(f"neurons must be integer ids, got dtype {neurons.dtype}")
-    batch, channels = maps.shape[:2]
-    if neurons.ndim == 1:
-        neurons = neurons.expand(batch, -1)
-    if neurons.ndim != 2 or neurons.shape[0] != batch:
-        raise ValueError(f"neurons must be (B, k) with B = {batch} or (k,), got {tuple(neurons.shape)}")
-    if neurons.numel() and (int(neurons.min()) < 0 or int(neurons.max()) >= channels):
-        raise ValueError(f"neuron ids must lie in [0, {channels}), got {neurons.min()}..{neurons.max()}")
-    if len(size) != 2 or min(size) <= 0:
-        raise ValueError(f"size must be (H, W) with positive entries, got {size}")
-    rows = torch.arange(batch, device=maps.device)[:, None]
-    selected = maps[rows, neurons.long()]  # (B, k, h, w)
-    if not selected.is_floating_point():
-        selected = selected.float()
-    return F.interpolate(selected, size=tuple(int(s) for s in size), mode="bilinear", align_corners=False)
 
 
 def normalise_heatmap_weights(weights: Tensor) -> Tensor:

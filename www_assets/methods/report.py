@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import numpy as np
 import pandas as pd
 
+from www_assets.methods.localization import PART_NEURON, localization_summary
 from www_assets.methods.neuron_truth import TRUTH_AUROC_FLOOR
 from www_assets.methods.tables import detection_markdown, results_markdown, training_markdown
 
@@ -86,7 +88,7 @@ def results_by_role(summary: pd.DataFrame, roles: LayerRoles, heading_level: int
 def results_report(summary: pd.DataFrame, roles: LayerRoles, training: pd.DataFrame | None = None,
                    targets: Mapping[str, float] | None = None, clip: pd.DataFrame | None = None,
                    clip_targets: Mapping[str, float] | None = None, detection: pd.DataFrame | None = None,
-                   heading_level: int = 3) -> str:
+                   heading_level: int = 3, localization: pd.DataFrame | None = None) -> str:
     """The README's results: the trained models' accuracy against their `targets` (model ->
     target accuracy; the CLIP's against `clip_targets`), the main concept-discovery tables per
     layer role with the winner sentences (the ablation tables, which regroup the same rows,
@@ -109,5 +111,53 @@ def results_report(summary: pd.DataFrame, roles: LayerRoles, training: pd.DataFr
                 parts.append(f"- `{model}`: {better} detects mispredictions better "
                              f"(AUROC {max(by_score['heatmap_similarity'], by_score['msp']):.4f} vs "
                              f"{min(by_score['heatmap_similarity'], by_score['msp']):.4f}).")
+        parts += uncertainty_lines(detection)
         parts.append("")
+    if localization is not None and len(localization):
+        parts += localization_lines(localization, head)
     return "\n".join(parts)
+
+
+def localization_lines(localization: pd.DataFrame, head: str) -> list[str]:
+    """Per model, one line: where the class track's, the sample track's and Grad-CAM's heatmaps put
+    their mass and their maximum against the object box, and the part neurons' regions against
+    their part's boxes, each next to its chance level."""
+    summary = localization_summary(localization)
+    lines = [f"{head} Localisation against the world's boxes (test split)", "",
+             "Share of a heatmap's positive mass inside the object box / pointing-game accuracy (chance: the "
+             "box's share of the image); part neurons: share of their concept region inside their part's boxes.", ""]
+    for model, rows in summary.groupby("model", sort=True):
+        by_map = rows.set_index("map")
+        said = [f"{label} {by_map.loc[m, 'mass_in_box']:.3f} / {by_map.loc[m, 'pointing']:.3f}"
+                for m, label in (("class", "class track"), ("sample", "sample track"), ("gradcam", "Grad-CAM"))
+                if m in by_map.index]
+        line = f"- `{model}`: " + ", ".join(said)
+        if "class" in by_map.index:
+            line += f" (chance {by_map.loc['class', 'chance']:.3f})"
+        if PART_NEURON in by_map.index:
+            p = by_map.loc[PART_NEURON]
+            line += (f"; part neurons ({int(p['rows'])} neuron-image pairs): region {p['region_in_box']:.3f}, "
+                     f"mass {p['mass_in_box']:.3f} inside the part (chance {p['chance']:.3f})")
+        lines.append(line + ".")
+    return lines + [""]
+
+
+def uncertainty_lines(detection: pd.DataFrame) -> list[str]:
+    """Per model: every AUROC with its bootstrap interval, and how often the class and sample tracks
+    pick the same top-k neurons on correct and on mispredicted images (older tables: nothing)."""
+    if "ci_low" not in detection:
+        return []
+    names = {"heatmap_similarity": "heatmap similarity", "msp": "max softmax probability",
+             "track_jaccard": "track Jaccard"}
+    lines = []
+    for model, rows in detection.groupby("model", sort=True):
+        cis = "; ".join(f"{names.get(r.score, r.score)} {r.auroc:.4f} [{r.ci_low:.4f}, {r.ci_high:.4f}]"
+                        for r in rows.itertuples() if np.isfinite(r.auroc))
+        line = f"- `{model}`: AUROC with 95 % bootstrap interval: {cis}."
+        jac = rows[rows["score"] == "track_jaccard"]
+        if len(jac):
+            j = jac.iloc[0]
+            line += (f" The class and sample tracks share top-k neurons with a mean Jaccard of "
+                     f"{j['mean_correct']:.3f} on correct and {j['mean_mispredicted']:.3f} on mispredicted images.")
+        lines.append(line)
+    return lines

@@ -447,7 +447,8 @@ def detection_markdown(detection: pd.DataFrame) -> str:
         A markdown table (no trailing newline), the best AUROC of each model in bold.
     """
     scores = sorted(detection["score"].unique())
-    labels = {"heatmap_similarity": "AUROC, heatmap similarity", "msp": "AUROC, max softmax probability"}
+    labels = {"heatmap_similarity": "AUROC, heatmap similarity", "msp": "AUROC, max softmax probability",
+              "track_jaccard": "AUROC, track Jaccard"}
     header = ["Model", *[labels.get(s, f"AUROC, {s}") for s in scores], "Test images", "Mispredicted"]
     body = []
     for model, rows in detection.groupby("model", sort=True):

@@ -7,6 +7,11 @@ maximum softmax probability, MSP) should be low for mispredicted samples. Two vi
   ``-confidence`` as the detector's score (Mann-Whitney rank formula, ties count 1/2).
 * Rejection curve: reject the least confident samples first and report, per share
   rejected, the fraction of all mispredictions caught and the accuracy of the rest.
+
+Uncertainty of the AUROC: a percentile bootstrap (`bootstrap_auroc_ci`), resampling the
+mispredicted and the correct samples separately (stratified), so every replicate has both.
+Why heatmap similarity does or does not separate them: `top_k_jaccard`, how often the class
+track and the sample track pick the same neurons.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["average_ranks", "auroc", "misprediction_auroc", "rejection_curve"]
+__all__ = ["average_ranks", "auroc", "misprediction_auroc", "bootstrap_auroc_ci", "rejection_curve", "top_k_jaccard"]
 
 
 def _as_1d(values: object, name: str, dtype: type | None = None) -> np.ndarray:
@@ -94,6 +99,69 @@ def misprediction_auroc(confidence: object, correct: object) -> float:
     """
     confidence_array, correct_array = _scores_and_flags(confidence, correct, "confidence", "correct")
     return auroc(-confidence_array, ~correct_array)
+
+
+def _auroc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """AUROC of every row of scores (R, N) against the same flags (N,), by the rank formula."""
+    order = np.argsort(scores, axis=1, kind="stable")
+    ranks = np.empty_like(scores)
+    rows = np.arange(scores.shape[0])[:, None]
+    ranks[rows, order] = np.arange(1, scores.shape[1] + 1, dtype=np.float64)
+    # ties share their mean rank: fall back to the exact routine for rows that have ties
+    ordered = np.take_along_axis(scores, order, axis=1)
+    tied = (ordered[:, 1:] == ordered[:, :-1]).any(axis=1)
+    for r in np.flatnonzero(tied):
+        ranks[r] = average_ranks(scores[r])
+    n_pos = int(positive.sum())
+    n_neg = positive.shape[0] - n_pos
+    return (ranks[:, positive].sum(axis=1) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def bootstrap_auroc_ci(
+    confidence: object, correct: object, n_boot: int = 1000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of `misprediction_auroc`.
+
+    Replicate r draws, with replacement, as many mispredicted samples from the mispredicted
+    ones and as many correct samples from the correct ones as there are (stratified), with
+    `np.random.default_rng(seed)`: first the (n_boot, n_wrong) indices into the mispredicted
+    samples, then the (n_boot, n_correct) indices into the correct ones. The interval is the
+    (1 - level)/2 and (1 + level)/2 quantiles (linear interpolation) of the replicate AUROCs.
+    """
+    confidence_array, correct_array = _scores_and_flags(confidence, correct, "confidence", "correct")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be at least 2, got {n_boot}")
+    wrong_scores = -confidence_array[~correct_array]
+    right_scores = -confidence_array[correct_array]
+    if not len(wrong_scores) or not len(right_scores):
+        raise ValueError("the interval needs both mispredicted and correct samples")
+    rng = np.random.default_rng(seed)
+    wrong_index = rng.integers(0, len(wrong_scores), size=(n_boot, len(wrong_scores)))
+    right_index = rng.integers(0, len(right_scores), size=(n_boot, len(right_scores)))
+    flags = np.r_[np.ones(len(wrong_scores), bool), np.zeros(len(right_scores), bool)]
+    values = []
+    for start in range(0, n_boot, 100):  # chunks keep memory at 100 x N
+        block = np.concatenate([wrong_scores[wrong_index[start:start + 100]], right_scores[right_index[start:start + 100]]], axis=1)
+        values.append(_auroc_rows(block, flags))
+    replicate = np.concatenate(values)
+    low, high = np.quantile(replicate, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
+
+
+def top_k_jaccard(first: object, second: object) -> np.ndarray:
+    """Per row, |A & B| / |A | B| of two equally long lists of neuron ids (e.g. the class and
+    the sample track's top-k); 1 = the same neurons, 0 = none shared."""
+    first, second = list(first), list(second)
+    if len(first) != len(second):
+        raise ValueError(f"need as many rows in both, got {len(first)} and {len(second)}")
+    out = np.empty(len(first), dtype=np.float64)
+    for i, (a, b) in enumerate(zip(first, second)):
+        a, b = {int(v) for v in a}, {int(v) for v in b}
+        union = a | b
+        out[i] = len(a & b) / len(union) if union else np.nan
+    return out
 
 
 def rejection_curve(confidence: object, correct: object, steps: int | None = 101) -> pd.DataFrame:
