@@ -448,11 +448,13 @@ def test_checks_read_only_the_checked_partition(register_model, www_data_dir, mo
     warehouse.write("activations", good, {"model": "m1"})
     warehouse.write("activations", pd.concat([good.iloc[:3], good.iloc[:1]]), {"model": "m2"})  # fc lacks b; a dup
     concepts = pd.DataFrame({"layer": "fc", "neuron": [0, 1, 2], "method": "www", "kind": "major", "rank": [1, 1, 0],
-                             "concept": ["red", "blue", None], "score": np.array([0.3, np.nan, np.nan], np.float32)})
+                             "concept": ["red", "blue", None], "score": np.array([0.3, np.nan, np.nan], np.float32),
+                             "tie_size": np.int32(1), "tied": [["red"], ["blue"], []]})
     warehouse.write("neuron_concepts", concepts, {"model": "m1", "concept_set": "tiny"})
     warehouse.write("neuron_concepts", concepts.iloc[[0, 2]], {"model": "m2", "concept_set": "tiny"})
     summary = pd.DataFrame({"model": ["m1"], "concept_set": "tiny", "layer": "fc", "method": "www", "metric": "f1",
-                            "mean": 0.5, "stderr": 0.1, "n": np.int32(3), "p_value_vs_clip_dissect": np.nan,
+                            "mean": 0.5, "stderr": 0.1, "n": np.int32(3), "n_candidates": np.int32(3),
+                            "p_value_vs_clip_dissect": np.nan,
                             "p_value_vs_www": np.nan})
     warehouse.write("evaluation_summary", summary)
 
