@@ -32,14 +32,29 @@ def concept_hierarchy(context: dg.AssetExecutionContext) -> pd.DataFrame:
 
         classes = default_warehouse().read("world_classes").sort_values("class_id")
         frame = hierarchy_from_paths([list(p) for p in classes["path"]], list(classes["name"]))
-    elif probe.kind == "imagefolder":
+    elif probe.kind == "imagefolder" and _folders_are_wnids(probe):
         frame = wordnet_hierarchy(entry.name, probe)
     else:
-        raise ValueError(f"concept_hierarchy: probe set {entry.probe_set!r} has no hierarchy: use a world probe set "
-                         "or an image folder whose class folders are WordNet ids (n01440764, ...)")
+        # no known tree over these classes (not a world, class folders not named by WordNet id): one
+        # root over the classes, so the class level of HINT still runs and the user is told why
+        names = probe.class_names()
+        frame = hierarchy_from_paths([[FLAT_ROOT, f"class:{n}"] for n in names], names)
+        context.log.warning(f"concept_hierarchy: probe set {entry.probe_set!r} has no known hierarchy (a world probe "
+                            "set, or an image folder whose class folders are WordNet ids like n01440764, has one): "
+                            f"using a flat tree, '{FLAT_ROOT}' over the {len(names)} classes")
     context.add_output_metadata(table_metadata(frame, levels=int(frame["depth"].max()) + 1,
                                                internal_nodes=int((~frame["is_class"]).sum())))
     return frame
+
+
+FLAT_ROOT = "object"  # the root of the flat tree of a probe set with no known hierarchy
+
+
+def _folders_are_wnids(probe) -> bool:
+    from www_assets.methods.hint import is_wnid
+
+    folders = [p.name for p in probe.location.iterdir() if p.is_dir()]
+    return bool(folders) and all(is_wnid(f) for f in folders)
 
 
 def wordnet_hierarchy(model_name: str, probe) -> pd.DataFrame:
@@ -378,6 +393,17 @@ def concept_localization(context: dg.AssetExecutionContext, config: Localization
     from www_resources.probes import open_probe_set
 
     entry = model_entry(context)
+    if not entry.is_world_model and not config.boxes:
+        # nothing to score against: an empty table that says why, and the rest of the run goes on
+        import pyarrow as pa
+
+        from www_resources.tables import TABLES
+
+        reason = ("no object boxes: set the config field `boxes` to a CSV with columns image_id,x0,y0,x1,y1 in "
+                  "original image pixels (README: HINT)")
+        context.log.warning(f"concept_localization for {entry.name}: {reason}")
+        context.add_output_metadata({"skipped": reason})
+        return pa.schema(TABLES["concept_localization"].columns).empty_table().to_pandas()
     layer_name = str(responsible_regions["layer"].iloc[0])
     model, _, layer = _hint_model(context, entry, device, layer_name)
     size = model.pre.size

@@ -114,6 +114,11 @@ def hierarchy_from_paths(paths: Sequence[Sequence[str]], class_names: Sequence[s
     return frame
 
 
+def is_wnid(name) -> bool:
+    """Whether `name` is a WordNet noun id like 'n02084071' (ImageNet's class folder names)."""
+    return isinstance(name, str) and len(name) == 9 and name[0] == "n" and name[1:].isdigit()
+
+
 def wordnet_class_paths(wnids: Sequence[str], wordnet) -> tuple[list[list[str]], dict[str, str]]:
     """Root-to-leaf WordNet hypernym paths (synset names) of the classes' wnids ('n02084071').
 
@@ -123,7 +128,7 @@ def wordnet_class_paths(wnids: Sequence[str], wordnet) -> tuple[list[list[str]],
     """
     paths, names = [], {}
     for wnid in wnids:
-        if not (isinstance(wnid, str) and len(wnid) == 9 and wnid[0] == "n" and wnid[1:].isdigit()):
+        if not is_wnid(wnid):
             raise ValueError(f"class folder {wnid!r} is not a WordNet noun id like n02084071; the "
                              "WordNet hierarchy needs class folders named by their wnid")
         synset = wordnet.synset_from_pos_and_offset("n", int(wnid[1:]))
