@@ -2,7 +2,7 @@
 
 import pytest
 
-from www_resources.cli import RESULTS_END, RESULTS_START, main, splice_results
+from www_assets.cli import RESULTS_END, RESULTS_START, main, splice_results
 
 
 def test_splice_replaces_only_the_marked_section():

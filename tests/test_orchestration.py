@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from www_assets import orchestration
+from www_assets import orchestration, runner
 from www_assets.checks import (
     accuracy_target_misses,
     activation_problems,
@@ -84,52 +84,42 @@ def chain(model: str, concept_set: str, assets_m=ASSETS_M, assets_mc=ASSETS_MC, 
     return out | ({(ACT_CHECK, model)} if check else set())
 
 
-def run_job(job, asset_keys, check_keys, partition_key, instance):
-    """Run a subset of the global asset job for one partition. A check-only subset gets the
-    partition as a tag, like the runs the daemon launches (execute_in_process would look for one
-    partitioning shared by every asset of the job)."""
-    subset = job.get_subset(asset_selection=set(asset_keys), asset_check_selection=set(check_keys))
-    if asset_keys or partition_key is None:
-        return subset.execute_in_process(instance=instance, partition_key=partition_key, raise_on_error=False)
-    return subset.execute_in_process(instance=instance, tags={"dagster/partition": partition_key}, raise_on_error=False)
-
-
 class Simulation:
-    """The automation daemon in miniature (see the module docstring)."""
+    """The automation daemon in miniature (see the module docstring), through the engine's own
+    pieces: evaluate a tick, group its requests into runs (`runner.requested_runs`), run them
+    (`runner.execute_run`)."""
 
     def __init__(self, instance: dg.DagsterInstance, defs: dg.Definitions):
         self.instance, self.defs, self.cursor = instance, defs, None
 
-    def tick(self) -> set[tuple[str, str | None]]:
+    def runs(self) -> list[runner.TickRun]:
         result = dg.evaluate_automation_conditions(self.defs, self.instance, cursor=self.cursor)
         self.cursor = result.cursor
-        requested = set()
-        for subset in result._requested_subsets:  # assets and checks alike
-            value = subset.get_internal_value()
-            keys = ([None] if value else []) if isinstance(value, bool) else value.get_partition_keys()
-            requested |= {(subset.key.to_user_string(), key) for key in keys}
-        return requested
+        return runner.requested_runs(result, runner.dependency_order(self.defs))
 
-    def run(self, requested: set) -> None:
-        by_partition = defaultdict(set)
-        for entity, key in requested:
-            by_partition[key].add(entity)
-        job = self.defs.resolve_implicit_global_asset_job_def()
-        for key, entities in by_partition.items():
-            asset_keys = {dg.AssetKey(e) for e in entities if ":" not in e}
-            check_keys = {dg.AssetCheckKey(dg.AssetKey(e.split(":")[0]), e.split(":")[1]) for e in entities if ":" in e}
-            run_job(job, asset_keys, check_keys, key, self.instance)
+    def tick(self) -> set[tuple[str, str | None]]:
+        return entities(self.runs())
 
     def settle(self, max_ticks: int = 8) -> list[set]:
         """Ticks (running each tick's requests) until one requests nothing; returns every tick's requests."""
         ticks = []
         for _ in range(max_ticks):
-            requested = self.tick()
-            if not requested:
+            runs = self.runs()
+            if not runs:
                 return ticks
-            ticks.append(requested)
-            self.run(requested)
+            ticks.append(entities(runs))
+            for run in runs:
+                runner.execute_run(self.defs, run, self.instance, {})
         raise AssertionError(f"automation did not settle in {max_ticks} ticks: {ticks}")
+
+
+def entities(runs) -> set[tuple[str, str | None]]:
+    """(asset or "asset:check", partition key) of every entity of the runs."""
+    out = set()
+    for run in runs:
+        out |= {(k.to_user_string(), run.partition_key) for k in run.assets}
+        out |= {(f"{k.asset_key.to_user_string()}:{k.name}", run.partition_key) for k in run.checks}
+    return out
 
 
 def add_partitions(instance, model_keys=(), set_keys=()):
@@ -264,68 +254,95 @@ def test_registry_sensor_adds_partitions_and_names_the_malformed_file(dagster_in
     assert dagster_instance.get_dynamic_partitions("models") == ["good"]
 
 
-# --- the schedule ---------------------------------------------------------------------------------
+# --- the daily retry and `www materialize` ------------------------------------------------------
 
 
-def test_schedule_cron_comes_from_the_environment(monkeypatch):
+def test_retry_cron_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("WWW_SCHEDULE_CRON", raising=False)
-    assert orchestration.build_refresh_schedule().cron_schedule == "0 3 * * *"
+    assert orchestration.schedule_cron() == "0 3 * * *"
     monkeypatch.setenv("WWW_SCHEDULE_CRON", "*/20 * * * *")
-    assert orchestration.build_refresh_schedule().cron_schedule == "*/20 * * * *"
+    assert orchestration.schedule_cron() == "*/20 * * * *"
     monkeypatch.setenv("WWW_SCHEDULE_CRON", "every night")
     with pytest.raises(ValueError, match="WWW_SCHEDULE_CRON='every night' is not a cron expression"):
-        orchestration.build_refresh_schedule()
-
-
-def test_refresh_job_runs_only_missing_or_stale_configured_partitions(dagster_instance, register_model, monkeypatch):
-    import www_assets.definitions
-
-    register_model("m1", concept_sets=["tiny"])
-    add_partitions(dagster_instance, ["m1"], ["tiny", "other"])
-    monkeypatch.setattr(www_assets.definitions, "defs", fake_definitions())
-    schedule = orchestration.build_refresh_schedule()
-
-    def materializations() -> set[tuple[str, str | None, int]]:
-        keys = ["world_scenes", "evaluation_summary", *ASSETS_M, *ASSETS_MC]
-        return {
-            (key, r.partition_key, r.storage_id)
-            for key in keys for r in dagster_instance.fetch_materializations(dg.AssetKey(key), limit=100).records
-        }
-
-    def refresh() -> set[tuple[str, str | None]]:
-        """Run the schedule's job; return the (asset, partition) materialized by the runs it launched."""
-        before = materializations()
-        request = schedule.evaluate_tick(dg.build_schedule_context(instance=dagster_instance)).run_requests
-        assert len(request) == 1
-        assert orchestration.refresh_stale_job.execute_in_process(instance=dagster_instance).success
-        return {(key, partition) for key, partition, _ in materializations() - before}
-
-    assert refresh() == {("evaluation_summary", None)} | chain("m1", "tiny", check=False)
-    assert refresh() == set()  # nothing changed: nothing launched
-    monkeypatch.setattr(www_assets.definitions, "defs", fake_definitions({"concept_scores": "2"}))
-    assert refresh() == {
-        ("concept_scores", pair("m1", "tiny")), ("concept_eval", pair("m1", "tiny")), ("evaluation_summary", None)
-    }
+        orchestration.schedule_cron()
 
 
 def test_automation_switch(monkeypatch):
     for value, expected in (("off", False), ("0", False), ("on", True), ("", True)):
         monkeypatch.setenv("WWW_AUTOMATION", value)
         assert orchestration.automation_enabled() is expected
-    assert orchestration.build_refresh_schedule().default_status == dg.DefaultScheduleStatus.RUNNING
-    monkeypatch.setenv("WWW_AUTOMATION", "off")
-    assert orchestration.build_refresh_schedule().default_status == dg.DefaultScheduleStatus.STOPPED
     monkeypatch.setenv("WWW_AUTOMATION", "sometimes")
     with pytest.raises(ValueError, match="WWW_AUTOMATION='sometimes': use on or off"):
         orchestration.automation_enabled()
 
 
-def test_schedule_skips_while_a_refresh_is_running(dagster_instance):
-    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+def test_failed_partition_is_retried_after_the_cron_tick(register_model, monkeypatch):
+    import datetime
 
-    dagster_instance.add_run(DagsterRun(job_name="refresh_stale_job", run_id="r1", status=DagsterRunStatus.STARTED))
-    data = orchestration.build_refresh_schedule().evaluate_tick(dg.build_schedule_context(instance=dagster_instance))
-    assert not data.run_requests and "still in progress" in data.skip_message
+    monkeypatch.setenv("WWW_SCHEDULE_CRON", "0 3 * * *")
+    sim, _ = settle_models(register_model, {"good": ["tiny"], "bad": ["tiny"]}, set_keys=["tiny"], fail_for={"bad"})
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert sim.tick() == set()
+    # the first evaluation after the next 03:00 UTC retries the failed partition, and only that
+    next_3am = (now + datetime.timedelta(days=1)).replace(hour=3, minute=1, second=0, microsecond=0)
+    result = dg.evaluate_automation_conditions(sim.defs, sim.instance, cursor=sim.cursor, evaluation_time=next_3am)
+    retried = entities(runner.requested_runs(result, runner.dependency_order(sim.defs)))
+    assert retried == {("probe_images", "bad")}
+
+
+def launched(report: runner.RunReport) -> list[tuple[str, str]]:
+    """(entity, partition label) of every run of a `materialize` report, repeats kept."""
+    return sorted((e, label) for label, names in report.launched for e in names)
+
+
+def labelled(pairs) -> set[tuple[str, str]]:
+    return {(e, "-" if k is None else str(k)) for e, k in pairs}
+
+
+def test_materialize_runs_the_policy_until_nothing_is_left(dagster_instance, register_model):
+    register_model("m1", concept_sets=["tiny"])
+    logs = []
+    report = runner.materialize(defs=fake_definitions(), instance=dagster_instance, log=logs.append)
+    assert report.failed == []
+    assert launched(report) == sorted(labelled(chain("m1", "tiny") | {("evaluation_summary", None)}))
+    assert "registry: new models ['m1'], new concept sets ['tiny']" in logs[0]
+    assert any(line.startswith("tick 1: ") for line in logs) and " run(s), 0 failed" in logs[-1]
+    # a second invocation launches nothing
+    again = runner.materialize(defs=fake_definitions(), instance=dagster_instance, log=logs.append)
+    assert again.launched == [] and again.failed == [] and again.ticks == 0
+    # a code change between invocations: exactly its descendants, each once (the cursor is kept)
+    bumped = runner.materialize(defs=fake_definitions({"concept_scores": "2"}), instance=dagster_instance,
+                                log=logs.append)
+    assert launched(bumped) == sorted(labelled({
+        ("concept_scores", pair("m1", "tiny")), ("concept_eval", pair("m1", "tiny")), ("evaluation_summary", None)}))
+
+
+def test_materialize_goes_on_after_a_failure_and_retries_it_once_per_invocation(dagster_instance, register_model):
+    register_model("good", concept_sets=["tiny"])
+    register_model("bad", concept_sets=["tiny"])
+    defs = fake_definitions(fail_for={"bad"})
+    report = runner.materialize(defs=defs, instance=dagster_instance, log=lambda _: None)
+    # bad's model-partitioned chain is one run, which fails at probe_images
+    assert [label for label, _, _ in report.failed] == ["bad"] and "probe_images" in report.failed[0][1]
+    assert "probe set of bad is unreadable" in report.failed[0][2]
+    assert labelled(chain("good", "tiny")) <= set(launched(report))
+    assert not any("evaluation_summary" in e for e, _ in launched(report))  # waits for every model
+    again = runner.materialize(defs=defs, instance=dagster_instance, log=lambda _: None)
+    assert [label for label, _, _ in again.failed] == ["bad"] and not again.launched
+    # fixed: the next invocation finishes the chain and the summary
+    fixed = runner.materialize(defs=fake_definitions(), instance=dagster_instance, log=lambda _: None)
+    assert fixed.failed == [] and labelled(chain("bad", "tiny") | {("evaluation_summary", None)}) == set(launched(fixed))
+
+
+def test_force_reruns_every_configured_partition_of_a_model_once(dagster_instance, register_model):
+    register_model("m1", concept_sets=["tiny"])
+    register_model("m2", concept_sets=["tiny"])
+    runner.materialize(defs=fake_definitions(), instance=dagster_instance, log=lambda _: None)
+    forced = runner.materialize(defs=fake_definitions(), instance=dagster_instance, models=["m1"], force=True,
+                                log=lambda _: None)
+    runs = launched(forced)
+    assert len(runs) == len(set(runs)), runs  # nothing twice
+    assert set(runs) == labelled(chain("m1", "tiny") | {("evaluation_summary", None)})
 
 
 # --- instance settings -------------------------------------------------------------------------
@@ -463,11 +480,9 @@ def test_checks_read_only_the_checked_partition(register_model, www_data_dir, mo
     assets = _fake_table_assets()
     defs = dg.Definitions(
         assets=assets, asset_checks=table_checks(assets), resources={"warehouse": WarehouseResource()})
-    job = defs.resolve_implicit_global_asset_job_def()
-
     def run_checks(table: str, key: str | None) -> dict[str, dg.AssetCheckEvaluation]:
-        check_keys = {k for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key.path[-1] == table}
-        result = run_job(job, set(), check_keys, key, dagster_instance)
+        check_keys = {k for k in runner.check_specs(defs) if k.asset_key.path[-1] == table}
+        result = runner.execute_run(defs, runner.TickRun(key, checks=check_keys), dagster_instance, {})
         return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
     m1 = run_checks("activations", "m1")

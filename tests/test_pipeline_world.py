@@ -52,12 +52,12 @@ def tiny_world_registry(tmp_path, monkeypatch):
 
 
 def test_tiny_world_end_to_end(tiny_world_registry):
-    from www_assets.runner import materialize_stale
+    from www_assets.runner import materialize
     from www_resources.storage import default_catalog
 
     data = tiny_world_registry
     logs = []
-    report = materialize_stale(log=logs.append)
+    report = materialize(log=logs.append)
     assert report.failed == [], "\n".join(logs)
     q = default_catalog().query
 
@@ -102,5 +102,5 @@ def test_tiny_world_end_to_end(tiny_world_registry):
     assert "Template and ACS (seed 001 table 5)" in final and "Template and ACS (seed 001 table 5)" in hidden
 
     again = []
-    second = materialize_stale(log=again.append)
+    second = materialize(log=again.append)
     assert second.launched == [] and second.failed == [], "\n".join(again)

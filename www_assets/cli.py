@@ -3,10 +3,11 @@
     www sql "SELECT ..." [--format table|csv|json]   read-only query of the DuckDB catalog
     www catalog rebuild                              recreate the catalog from the Parquet files
     www catalog tables                               list tables and their row counts
-    www models                                       list registered models (and bad files)
+    www models [list]                                list registered models (and bad files)
+    www models prune [--dry-run]                     move the warehouse files of deleted models aside
     www tables                                       the table reference as markdown
     www results [--readme README.md] [--model NAME]  the results section, printed or written into a README
-    www materialize [--model NAME ...] [--force]     bring every asset partition up to date
+    www materialize [--model NAME ...] [--force]     run what the automation policy requests, until nothing
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ def cmd_tables(args) -> int:
 def cmd_models(args) -> int:
     from www_resources.registry import scan_models
 
+    if args.action == "prune":
+        return cmd_prune(args)
     scan = scan_models()
     for name, entry in sorted(scan.entries.items()):
         print(f"{name}: {entry.model}  layers={list(entry.layers)}  probe={entry.probe_set}  "
@@ -93,6 +96,31 @@ def cmd_models(args) -> int:
     for path, message in scan.errors.items():
         print(f"BAD {message}", file=sys.stderr)
     return 1 if scan.errors and not scan.entries else 0
+
+
+def cmd_prune(args) -> int:
+    """Retire the models whose registry file is gone: their partitions leave `models`, their
+    warehouse folders move under data/retired/, and the cross-model tables re-run without them."""
+    import time
+
+    from www_assets.registry_sync import prune_retired, sync_partitions
+
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    plan = prune_retired(stamp, dry_run=args.dry_run)
+    if not plan.moves:
+        print("nothing to prune: every model with warehouse files has a registry file")
+        return 0
+    if args.dry_run:
+        print(f"dry run: {len(plan.moves)} folder(s) of {plan.models} would move; run without --dry-run to move them")
+        return 0
+    print(f"moved {len(plan.moves)} folder(s) of {plan.models} under {paths.data_dir() / 'retired' / stamp}")
+    _ensure_dagster_home()
+    import dagster as dg
+
+    with dg.DagsterInstance.get() as instance:
+        print(f"registry: {sync_partitions(instance).summary()}")
+    print("the cross-model tables re-run without them on the next `www materialize` (or by automation in `make ui`)")
+    return 0
 
 
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -150,9 +178,12 @@ def cmd_results(args) -> int:
 
 def cmd_materialize(args) -> int:
     _ensure_dagster_home()
-    from www_assets.runner import materialize_stale
+    import dagster as dg
 
-    report = materialize_stale(models=args.model or None, force=args.force)
+    from www_assets.runner import materialize
+
+    with dg.DagsterInstance.get() as instance:
+        report = materialize(models=args.model or None, force=args.force, instance=instance)
     return 1 if report.failed else 0
 
 
@@ -168,15 +199,17 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=cmd_catalog)
     p = sub.add_parser("tables", help="print the table reference (markdown)")
     p.set_defaults(func=cmd_tables)
-    p = sub.add_parser("models", help="list the model registry")
+    p = sub.add_parser("models", help="list the model registry, or prune the files of deleted models")
+    p.add_argument("action", nargs="?", choices=["list", "prune"], default="list")
+    p.add_argument("--dry-run", action="store_true", help="prune: say what would move, move nothing")
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("results", help="print the results section (from the catalog), or write it into a README")
     p.add_argument("--readme", help="README whose <!-- results:start/end --> section to replace")
     p.add_argument("--model", action="append", help="only this model (repeatable; the world CLIP is always shown)")
     p.set_defaults(func=cmd_results)
-    p = sub.add_parser("materialize", help="materialize everything missing or stale")
-    p.add_argument("--model", action="append", help="only this model (repeatable)")
-    p.add_argument("--force", action="store_true", help="re-run even what is fresh")
+    p = sub.add_parser("materialize", help="run what the automation policy requests until nothing is left")
+    p.add_argument("--model", action="append", help="only this model's partitions (repeatable)")
+    p.add_argument("--force", action="store_true", help="re-run every configured partition once, even if fresh")
     p.set_defaults(func=cmd_materialize)
     args = parser.parse_args(argv)
     try:
