@@ -7,6 +7,7 @@ model. `Simulation` plays the automation daemon: evaluate a tick, run what it re
 per partition key, the way the sensor groups requests), repeat until a tick requests nothing.
 """
 
+
 from collections import defaultdict
 
 import dagster as dg
@@ -507,55 +508,36 @@ def test_checks_read_only_the_checked_partition(register_model, www_data_dir, mo
 
 
 def test_real_definitions_carry_the_policy_and_a_new_model_starts_its_own_chain(register_model):
+    """The first tick for a new image-folder model with two concept sets: its model-partitioned
+    chain (one run) and its concept sets' text embeddings (one run per pair), each run carrying the
+    checks of the tables it writes; nothing of the world, nothing that waits on those."""
     from www_assets.definitions import defs
-    from www_assets.runner import WORLD_ONLY_ASSETS
+    from www_assets.sources import SOURCE_KEYS
 
-    graph = defs.resolve_asset_graph()
-    labels = {graph.get(k).automation_condition.get_label() for k in graph.materializable_asset_keys}
-    assert labels == {"www_eager"}
-    assert {graph.get(k).automation_condition.get_label() for k in graph.asset_check_keys} == {"www_check"}
+    specs = runner.asset_specs(defs)
+    assert {s.automation_condition.get_label() for k, s in specs.items() if k not in SOURCE_KEYS} == {"www_eager"}
+    assert {s.automation_condition.get_label() for s in runner.check_specs(defs).values()} == {"www_check"}
     sensors = {s.name: s.default_status for s in defs.sensors}
     running = dg.DefaultSensorStatus.RUNNING
     automation = running if orchestration.automation_enabled() else dg.DefaultSensorStatus.STOPPED
     assert sensors == {"model_registry": running, "www_automation": automation}
-    assert [s.name for s in defs.schedules] == ["refresh_stale"]
-
-    # an image-folder model: the first tick starts its model-partitioned chain (one run) and its
-    # concept set's text embeddings; nothing of the world, nothing that waits on those
-    register_model("tiny", concept_sets=["tiny"])
-    instance = dg.DagsterInstance.ephemeral()
-    add_partitions(instance, ["tiny"], ["tiny"])
-    requested = Simulation(instance, defs).tick()
-    assets = {(a, k) for a, k in requested if ":" not in a}
-    assert {("model_training", "tiny"), ("probe_images", "tiny"), ("activations", "tiny")} <= assets
-    assert {k for _, k in assets} <= {"tiny", pair("tiny", "tiny")}
-    assert not {a for a, _ in assets} & {*WORLD_ONLY_ASSETS, "evaluation_summary", "neuron_concepts"}
-    # every requested asset partition is checked in the same run
-    checked = {(a.split(":")[0], k) for a, k in requested if ":" in a}
-    tables = {(a, k) for a, k in assets if any(c.asset_key.path[-1] == a for c in graph.asset_check_keys)}
-    assert tables <= checked
-
-
-def test_automation_runs_each_new_partition_with_its_checks(register_model):
-    """The sensor's run requests for a new model with two concept sets: one run per partition,
-    each carrying the checks of what it materializes (no backfill that would leave the checks to
-    runs of their own, which may start before the partition exists)."""
-    from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
-
-    from www_assets.definitions import defs
+    assert not defs.schedules  # the daily retry is a clause of the policy
 
     register_model("tiny", concept_sets=["tiny", "other"])
     instance = dg.DagsterInstance.ephemeral()
     add_partitions(instance, ["tiny"], ["tiny", "other"])
-    result = dg.evaluate_automation_conditions(defs, instance)
-    graph = defs.resolve_asset_graph()
-    requests = build_run_requests(result._requested_subsets, graph, {},
-                                  emit_backfills=orchestration.automation_sensor.emit_backfills)
-    assert all(r.asset_graph_subset is None for r in requests)  # no backfill
-    text_runs = {r.partition_key: r for r in requests if dg.AssetKey("clip_text_embeddings") in (r.asset_selection or [])}
-    assert set(text_runs) == {pair("tiny", "tiny"), pair("tiny", "other")}
-    for run in requests:
-        checked = {k.asset_key for k in run.asset_check_keys or []}
-        assert checked <= set(run.asset_selection or []), "a check runs apart from its asset"
-    for run in text_runs.values():
-        assert {k.name for k in run.asset_check_keys} == {"grain_unique", "vector_widths"}
+    runs = Simulation(instance, defs).runs()
+    requested = entities(runs)
+    assets = {(a, k) for a, k in requested if ":" not in a}
+    assert {("model_training", "tiny"), ("probe_images", "tiny"), ("activations", "tiny")} <= assets
+    assert {k for _, k in assets} <= {"tiny", pair("tiny", "tiny"), pair("tiny", "other")}
+    assert not {a for a, _ in assets} & {*orchestration.WORLD_ONLY_ASSETS, "evaluation_summary", "neuron_concepts"}
+    text_runs = {r.partition_key for r in runs if dg.AssetKey("clip_text_embeddings") in r.assets}
+    assert text_runs == {pair("tiny", "tiny"), pair("tiny", "other")}
+    checks_of = defaultdict(set)
+    for key in runner.check_specs(defs):
+        checks_of[key.asset_key].add(key)
+    for run in runs:
+        assert {k.asset_key for k in run.checks} <= run.assets, "a check runs apart from its asset"
+        for asset in run.assets:
+            assert checks_of[asset] <= run.checks, f"{asset.to_user_string()} [{run.label}] runs without its checks"

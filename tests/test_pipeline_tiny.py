@@ -45,7 +45,6 @@ def tiny_world(tmp_path, monkeypatch):
     (data / "concept_sets.yaml").write_text("tiny: file:concepts.txt\n")
     (data / "concepts.txt").write_text("apple\nboat\ncloud\n")
     monkeypatch.setenv("WWW_DATA_DIR", str(data))
-    monkeypatch.delenv("WWW_MODELS_DIR", raising=False)
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))

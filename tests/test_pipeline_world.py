@@ -44,7 +44,6 @@ def tiny_world_registry(tmp_path, monkeypatch):
         layers="[norm, head]", head="head", spatial="norm"))
     monkeypatch.setenv("WWW_DATA_DIR", str(data))
     monkeypatch.setenv("WWW_OFFLINE", "1")
-    monkeypatch.delenv("WWW_MODELS_DIR", raising=False)
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))

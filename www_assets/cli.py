@@ -39,9 +39,9 @@ def _print_frame(df, fmt: str) -> None:
 
 
 def cmd_sql(args) -> int:
-    from www_resources.storage import default_catalog
-
     import duckdb
+
+    from www_resources.storage import default_catalog
 
     try:
         df = default_catalog().query(args.query)

@@ -272,9 +272,14 @@ AC = dg.AutomationCondition
 def _waiting_on_parents() -> dg.AutomationCondition:
     """A configured parent partition is missing or still forced (and not requested into the same
     run), or in progress."""
-    missing_parent = AC.any_deps_match(
-        (AC.missing() | Forced()) & ~AC.will_be_requested() & InRegistry()
-    ).with_label("any_configured_deps_missing")
+    from www_assets.sources import SOURCE_KEYS
+
+    # a source is observed, never materialized: it never counts as missing
+    missing_parent = (
+        AC.any_deps_match((AC.missing() | Forced()) & ~AC.will_be_requested() & InRegistry())
+        .ignore(dg.AssetSelection.assets(*SOURCE_KEYS))
+        .with_label("any_configured_deps_missing")
+    )
     return missing_parent | AC.any_deps_in_progress()
 
 

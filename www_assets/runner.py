@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,7 +190,7 @@ def materialize(
     order = dependency_order(defs)
     session = orchestration.Session(only_models=frozenset(models) if models else None, retry_failed=True)
     if force:
-        session.forced = _everything_configured(defs, configured)
+        session.forced = configured_entities(defs, configured)
     cursor = load_cursor(instance)
     tags = {"www/launched_by": "www materialize"}
     orchestration.set_session(session)
@@ -235,7 +234,7 @@ def materialize(
     return report
 
 
-def _everything_configured(defs: dg.Definitions, configured: orchestration.ConfiguredPartitions) -> set:
+def configured_entities(defs: dg.Definitions, configured: orchestration.ConfiguredPartitions) -> set:
     """Every configured (asset or check, partition) of the definitions: what `--force` runs."""
     partitioning = {k: spec.partitions_def for k, spec in asset_specs(defs).items() if not _is_source(defs, k)}
     partitioning.update({k: spec.partitions_def for k, spec in check_specs(defs).items()})
