@@ -36,10 +36,11 @@ ACT_CHECK = "activations:activations_ok"
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.PreviewWarning", "ignore::dagster.BetaWarning")
 
 
-def fake_definitions(code_versions: dict[str, str] | None = None, fail_for: set[str] = frozenset()) -> dg.Definitions:
+def fake_definitions(code_versions: dict[str, str] | None = None, fail_for: set[str] = frozenset(),
+                     with_sources: bool = False) -> dg.Definitions:
     """world_scenes -> probe_images -> activations -> {class_shapley, concept_scores -> concept_eval}
     -> evaluation_summary, with a partitioned check on activations; `fail_for` models make
-    probe_images raise."""
+    probe_images raise; `with_sources` adds the configuration sources as in the real definitions."""
     versions = {"world_scenes": "1", "evaluation_summary": "1", **{k: "1" for k in ASSETS_M + ASSETS_MC}}
     versions.update(code_versions or {})
 
@@ -72,6 +73,12 @@ def fake_definitions(code_versions: dict[str, str] | None = None, fail_for: set[
 
     assets = [world_scenes, probe_images, activations, class_shapley, concept_scores, concept_eval,
               evaluation_summary]
+    if with_sources:
+        from www_assets.sources import SOURCE_ASSETS
+        from www_assets.sources import with_sources as add_sources
+
+        return dg.Definitions(assets=[*SOURCE_ASSETS, *with_automation(add_sources(assets))],
+                              asset_checks=[activations_ok])
     return dg.Definitions(assets=with_automation(assets), asset_checks=[activations_ok])
 
 
@@ -94,7 +101,7 @@ class Simulation:
         self.instance, self.defs, self.cursor = instance, defs, None
 
     def runs(self) -> list[runner.TickRun]:
-        result = dg.evaluate_automation_conditions(self.defs, self.instance, cursor=self.cursor)
+        result = runner.evaluate(self.defs, self.instance, self.cursor)
         self.cursor = result.cursor
         return runner.requested_runs(result, runner.dependency_order(self.defs))
 
@@ -247,10 +254,16 @@ def test_registry_sensor_adds_partitions_and_names_the_malformed_file(dagster_in
     assert str(bad) in result.cursor  # the bad file is reported (once) and remembered
     for request in result.dynamic_partitions_requests:  # what the daemon does with them
         dagster_instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    # the new model's registry file and the configuration files are observed with the partitions
+    observed = {(e.asset_key.to_user_string(), e.partition) for e in result.asset_events}
+    assert ("registry_file", "good") in observed and ("concept_set_spec", "tiny") in observed
+    assert not any(partition == "bad" for _, partition in observed)
+    for event in result.asset_events:
+        dagster_instance.report_runless_asset_event(event)
 
     again = sensor(dg.build_sensor_context(instance=dagster_instance, cursor=result.cursor))
     assert not again.dynamic_partitions_requests
-    assert "no new model or concept set" in again.skip_reason.skip_message
+    assert not again.asset_events and "registry unchanged" in again.skip_reason.skip_message
     assert str(bad) in again.skip_reason.skip_message and "missing required field" in again.skip_reason.skip_message
     assert dagster_instance.get_dynamic_partitions("models") == ["good"]
 
@@ -284,11 +297,12 @@ def test_failed_partition_is_retried_after_the_cron_tick(register_model, monkeyp
     sim, _ = settle_models(register_model, {"good": ["tiny"], "bad": ["tiny"]}, set_keys=["tiny"], fail_for={"bad"})
     now = datetime.datetime.now(datetime.timezone.utc)
     assert sim.tick() == set()
-    # the first evaluation after the next 03:00 UTC retries the failed partition, and only that
+    # the first evaluation after the next 03:00 UTC retries the failed partitions, and only those
     next_3am = (now + datetime.timedelta(days=1)).replace(hour=3, minute=1, second=0, microsecond=0)
-    result = dg.evaluate_automation_conditions(sim.defs, sim.instance, cursor=sim.cursor, evaluation_time=next_3am)
+    result = runner.evaluate(sim.defs, sim.instance, sim.cursor, evaluation_time=next_3am)
     retried = entities(runner.requested_runs(result, runner.dependency_order(sim.defs)))
-    assert retried == {("probe_images", "bad")}
+    # (bad's model-partitioned chain ran, and failed, as one run: the retry runs it again)
+    assert retried == {("probe_images", "bad"), ("activations", "bad"), ("class_shapley", "bad"), (ACT_CHECK, "bad")}
 
 
 def launched(report: runner.RunReport) -> list[tuple[str, str]]:

@@ -54,8 +54,7 @@ class Settled:
     def tick(self) -> set[tuple[str, str | None]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = dg.evaluate_automation_conditions(self.defs, self.instance, asset_selection=ASSETS_ONLY,
-                                                       cursor=self.cursor)
+            result = runner.evaluate(self.defs, self.instance, self.cursor, asset_selection=ASSETS_ONLY)
         self.cursor = result.cursor
         requested = []
         for key in self.order:
