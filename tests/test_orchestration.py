@@ -384,6 +384,7 @@ def test_project_instance_limits_the_gpu_pool_to_one_slot(dagster_instance):
     info = dagster_instance.event_log_storage.get_concurrency_info("gpu")
     assert (info.slot_count, info.claimed_slots) == (1, [])  # one slot, given back after the step
     assert dagster_instance.run_monitoring_enabled
+    assert not dagster_instance.nux_enabled  # no "join the community" dialog on a fresh UI
 
 
 # --- checks -------------------------------------------------------------------------------------

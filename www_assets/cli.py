@@ -7,7 +7,8 @@
     www models prune [--dry-run]                     move the warehouse files of deleted models aside
     www tables                                       the table reference as markdown
     www results [--readme README.md] [--model NAME]  the results section, printed or written into a README
-    www materialize [--model NAME ...] [--force]     run what the automation policy requests, until nothing
+    www ui [--host H] [--port P]                     the Dagster UI (dagster dev), stopped by Ctrl-C or SIGTERM
+    www materialize [--model NAME ...] [--force] [--dry-run]  run what the automation policy requests, until nothing
 """
 
 from __future__ import annotations
@@ -183,8 +184,57 @@ def cmd_materialize(args) -> int:
     from www_assets.runner import materialize
 
     with dg.DagsterInstance.get() as instance:
-        report = materialize(models=args.model or None, force=args.force, instance=instance)
+        report = materialize(models=args.model or None, force=args.force, instance=instance, dry_run=args.dry_run)
     return 1 if report.failed else 0
+
+
+SHUTDOWN_GRACE_S = 5.0
+
+
+def cmd_ui(args) -> int:
+    """`dagster dev` on this project, stopped cleanly by Ctrl-C or SIGTERM.
+
+    `dagster dev` maps SIGTERM to its SIGINT handler, and a process started in the background of a
+    non-interactive shell (`make ui &`, a CI script) inherits SIGINT *ignored*: then neither signal
+    stops it. Here it runs as a child in its own process group with the default dispositions; both
+    signals are passed on as SIGINT, and once it has shut its services down, whatever is left of
+    its group (the code servers, which otherwise linger for their heartbeat) is stopped after a
+    grace period of `SHUTDOWN_GRACE_S`.
+    """
+    import signal
+    import subprocess
+    import time
+
+    _ensure_dagster_home()
+    dagster = Path(sys.executable).parent / "dagster"
+    if not dagster.exists():
+        print(f"www ui: no dagster command next to {sys.executable}", file=sys.stderr)
+        return 2
+    command = [str(dagster), "dev", "-w", str(paths.PROJECT_ROOT / "workspace.yaml"), "-h", args.host,
+               "-p", str(args.port)]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+    child = subprocess.Popen(command, cwd=paths.PROJECT_ROOT, start_new_session=True)
+    stopping = []
+
+    def stop(signum, frame):
+        stopping.append(time.monotonic())
+        os.killpg(child.pid, signal.SIGINT)  # as Ctrl-C in a terminal: every process of the group
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    while child.poll() is None and not (stopping and time.monotonic() - stopping[0] > SHUTDOWN_GRACE_S):
+        time.sleep(0.1)
+    code = child.poll()
+    for sig in (signal.SIGTERM, signal.SIGKILL):  # what is left of the group after the grace period
+        try:
+            os.killpg(child.pid, sig)
+        except ProcessLookupError:
+            break
+        time.sleep(1.0)
+    if stopping:
+        print(f"www ui: stopped in {time.monotonic() - stopping[0]:.1f} s")
+    return 0 if stopping else (code or 0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +260,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("materialize", help="run what the automation policy requests until nothing is left")
     p.add_argument("--model", action="append", help="only this model's partitions (repeatable)")
     p.add_argument("--force", action="store_true", help="re-run every configured partition once, even if fresh")
+    p.add_argument("--dry-run", action="store_true", help="print what the first tick would run, run nothing")
     p.set_defaults(func=cmd_materialize)
+    p = sub.add_parser("ui", help="the Dagster UI (dagster dev) on this project; Ctrl-C or SIGTERM stop it")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=3000)
+    p.set_defaults(func=cmd_ui)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -198,6 +198,7 @@ def materialize(
     log: Callable[[str], None] = print,
     defs: dg.Definitions | None = None,
     instance: dg.DagsterInstance | None = None,
+    dry_run: bool = False,
 ) -> RunReport:
     """Evaluate the policy tick after tick, running what it requests, until it requests nothing.
 
@@ -206,6 +207,8 @@ def materialize(
         force: run every configured partition once (of `models`, if given), whatever its state.
         defs: the definitions (default: the project's).
         instance: the Dagster instance (default: `DAGSTER_HOME`'s).
+        dry_run: print the first tick's runs and stop (nothing runs, the cursor is not saved;
+            the registry sync still records what changed).
     """
     defs = defs or project_defs
     instance = instance or dg.DagsterInstance.get()
@@ -238,6 +241,11 @@ def materialize(
                     break
                 report.ticks = tick
                 log(f"tick {tick}: {len(runs)} run(s)")
+                if dry_run:
+                    for run in runs:
+                        log(f"would materialize [{run.label}] {', '.join(run.names())}")
+                    report.seconds = time.monotonic() - started
+                    return report
                 for run in runs:
                     names = run.names()
                     log(f"materializing [{run.label}] {', '.join(names)}")
