@@ -39,7 +39,8 @@ class Settled:
         from www_assets.definitions import defs
 
         self.defs, self.instance, self.cursor = defs, dg.DagsterInstance.ephemeral(), None
-        self.order = runner.dependency_order(defs)
+        self.session = orchestration.Session()
+        self.order, self.parents = runner.dependency_order(defs), runner.parents_of(defs)
         sync_partitions(self.instance)
         configured = orchestration.read_configured()
         for key in self.order:
@@ -52,17 +53,24 @@ class Settled:
         self.instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
 
     def tick(self) -> set[tuple[str, str | None]]:
+        """One tick of the engine: its runs (`runner.requested_runs`), each "run" by recording a
+        materialization of its assets, run by run in the engine's order."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = runner.evaluate(self.defs, self.instance, self.cursor, asset_selection=ASSETS_ONLY)
+            orchestration.set_session(self.session)
+            try:
+                result = runner.evaluate(self.defs, self.instance, self.cursor, asset_selection=ASSETS_ONLY)
+            finally:
+                orchestration.set_session(None)
         self.cursor = result.cursor
-        requested = []
-        for key in self.order:
-            for partition in sorted(result.get_requested_partitions(key), key=str):
-                requested.append((key, partition))
-        for key, partition in requested:  # what a run would do: parents first
-            self.report(key, partition)
-        return {(k.to_user_string(), None if p is None else str(p)) for k, p in requested}
+        requested, deferred = set(), set()
+        for run in runner.requested_runs(result, self.order, self.parents, deferred):
+            for key in (k for k in self.order if k in run.assets):
+                self.report(key, run.partition_key)
+                requested.add((key.to_user_string(), None if run.partition_key is None else str(run.partition_key)))
+            self.session.forced -= {(k, run.partition_key) for k in run.assets | run.checks}
+        self.session.forced |= deferred  # as the engine does: asked for again next tick
+        return requested
 
     def after_edit(self, max_ticks: int = 12) -> set[tuple[str, str | None]]:
         """Sync (observing the edited source), then tick until nothing is requested."""

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from www_resources import offline, zoo
+from www_resources import offline
 from www_resources.hooks import LayerRecorder, layer_kind, num_prefix_tokens, pool_activation
 from www_resources.zoo import (
     ModelSpec,

@@ -18,6 +18,8 @@ cursor, only missing partitions count). A second invocation with nothing changed
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable
@@ -35,6 +37,8 @@ from www_assets.registry_sync import sync_partitions
 # event log, where the UI shows it
 CONSOLE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 CURSOR_FILE = "www_materialize.cursor"
+LAUNCHED_BY, LAUNCHED_BY_CLI = "www/launched_by", "www materialize"
+PID_TAG, HOST_TAG = "www/pid", "www/host"
 MAX_TICKS = 50
 
 
@@ -143,8 +147,25 @@ def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, cursor=None, **
         return dg.evaluate_automation_conditions(defs, instance, cursor=cursor, **kwargs)
 
 
-def requested_runs(result: dg.EvaluateAutomationConditionsResult, order: list[dg.AssetKey]) -> list[TickRun]:
-    """A tick's requests as runs: one per partition key, ordered so that parents run first."""
+def parents_of(defs: dg.Definitions) -> dict[dg.AssetKey, set[dg.AssetKey]]:
+    specs = asset_specs(defs)
+    return {key: {d.asset_key for d in spec.deps} for key, spec in specs.items()}
+
+
+def requested_runs(
+    result: dg.EvaluateAutomationConditionsResult,
+    order: list[dg.AssetKey],
+    parents: dict[dg.AssetKey, set[dg.AssetKey]] | None = None,
+    deferred: set | None = None,
+) -> list[TickRun]:
+    """A tick's requests as runs: one per partition key, ordered so that parents run first.
+
+    With `parents`, an asset whose parent is requested in another run of the same tick (e.g.
+    `sample_explanations` of a model, below its concept-set runs) is left for the next tick, with
+    what depends on it in its run: it would otherwise run before its parent's new data exists, and
+    run again next tick. The (entity, partition) pairs left out are added to `deferred`; the
+    engine asks for them in the next tick (`Session.forced`).
+    """
     by_partition: dict[str | None, TickRun] = {}
     for entity in result.results:
         subset = entity.true_subset
@@ -154,6 +175,23 @@ def requested_runs(result: dg.EvaluateAutomationConditionsResult, order: list[dg
         for key in keys:
             run = by_partition.setdefault(key, TickRun(key))
             (run.assets if isinstance(entity.key, dg.AssetKey) else run.checks).add(entity.key)
+    if parents is not None:
+        runs_of: dict[dg.AssetKey, set] = {}
+        for key, run in by_partition.items():
+            for asset in run.assets:
+                runs_of.setdefault(asset, set()).add(key)
+        for key, run in by_partition.items():
+            deferred_here: set[dg.AssetKey] = set()
+            for asset in (a for a in order if a in run.assets):
+                ps = parents.get(asset, set())
+                if ps & deferred_here or any(runs_of.get(p, set()) - {key} for p in ps):
+                    deferred_here.add(asset)
+            run.assets -= deferred_here
+            left_checks = {c for c in run.checks if c.asset_key in deferred_here}
+            run.checks -= left_checks
+            if deferred is not None:
+                deferred |= {(a, key) for a in deferred_here} | {(c, key) for c in left_checks}
+        by_partition = {k: r for k, r in by_partition.items() if r.assets or r.checks}
     rank = {key: i for i, key in enumerate(order)}
 
     def first(run: TickRun) -> int:
@@ -177,6 +215,37 @@ def execute_run(defs: dg.Definitions, run: TickRun, instance: dg.DagsterInstance
     return run_defs.resolve_job_def("www_materialize").execute_in_process(
         run_config=CONSOLE_LOGS, instance=instance, partition_key=partition_key, tags=run_tags, raise_on_error=False
     )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> int:
+    """Mark as failed the runs of an earlier `www materialize` whose process is gone (killed while
+    a run was in progress): left "started", they would hold their partitions "in progress" for ever."""
+    host = socket.gethostname()
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+            tags={LAUNCHED_BY: LAUNCHED_BY_CLI},
+        )
+    )
+    failed = 0
+    for run in runs:
+        pid, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid is None or run_host != host or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, message=f"the www materialize process ({pid}) that ran it is gone")
+        log(f"run {run.run_id} of a www materialize that was stopped is marked failed")
+        failed += 1
+    return failed
 
 
 def _failure_message(result) -> str:
@@ -221,12 +290,13 @@ def materialize(
         log(f"not registered (or their file is bad): {unknown}")
     if not configured.world:
         log("registry: no world model registered; the embedded world is not generated")
-    order = dependency_order(defs)
+    order, parents = dependency_order(defs), parents_of(defs)
     session = orchestration.Session(only_models=frozenset(models) if models else None, retry_failed=True)
     if force:
         session.forced = configured_entities(defs, configured)
+    fail_orphaned_runs(instance, log)
     cursor = load_cursor(instance)
-    tags = {"www/launched_by": "www materialize"}
+    tags = {LAUNCHED_BY: LAUNCHED_BY_CLI, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     orchestration.set_session(session)
     try:
         with warnings.catch_warnings():
@@ -236,7 +306,9 @@ def materialize(
                 result = evaluate(defs, instance, cursor)
                 cursor = result.cursor
                 session.retry_failed = False
-                runs = requested_runs(result, order)
+                deferred: set = set()
+                runs = requested_runs(result, order, parents, deferred)
+                session.forced |= deferred  # asked for again next tick, after their parents ran
                 if not runs:
                     break
                 report.ticks = tick
