@@ -32,6 +32,7 @@ import dagster as dg
 from www_assets import orchestration
 from www_assets.definitions import defs as project_defs
 from www_assets.registry_sync import sync_partitions
+from www_assets.sources import WAREHOUSE_MODELS, changed_observations
 
 # the console shows progress lines (INFO and up); every event, DEBUG included, stays in the run's
 # event log, where the UI shows it
@@ -334,6 +335,10 @@ def materialize(
                     else:
                         report.failed.append((run.label, ", ".join(names), error))
                         log(f"  FAILED [{run.label}] {', '.join(names)}: {error}")
+                # a new model's first files change what the cross-model tables read: observe it now,
+                # before they run, not at the next invocation
+                for observation in changed_observations(instance, keys=[WAREHOUSE_MODELS]):
+                    instance.report_runless_asset_event(observation)
                 save_cursor(instance, cursor)
             else:
                 log(f"stopped after {MAX_TICKS} ticks that all requested runs")
