@@ -28,12 +28,13 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed-test
 	$(BIN)/python -m pytest -q tests
 
-# UI_PORT=3001 make ui picks another port; WWW_AUTOMATION=off make ui starts automation stopped
+# UI_PORT=3001 make ui picks another port; WWW_AUTOMATION=off make ui starts automation stopped.
+# `www ui` runs `dagster dev` so that Ctrl-C and SIGTERM stop all of it within seconds.
 UI_HOST ?= 127.0.0.1
 UI_PORT ?= 3000
 ui: $(BIN)/.installed
 	@echo "Dagster UI on http://$(UI_HOST):$(UI_PORT) (DAGSTER_HOME=$(DAGSTER_HOME))"
-	$(BIN)/dagster dev -w workspace.yaml -h $(UI_HOST) -p $(UI_PORT)
+	$(BIN)/www ui --host $(UI_HOST) --port $(UI_PORT)
 
 clean:
 	rm -rf data/warehouse data/artifacts data/www.duckdb

@@ -1,6 +1,6 @@
 """Shared fixtures: a throw-away data folder and registry, and a throw-away Dagster instance.
 
-    www_data_dir      tmp data folder; WWW_DATA_DIR and WWW_MODELS_DIR point into it
+    www_data_dir      tmp data folder; WWW_DATA_DIR points to it
     register_model    writes a registry file there (and concept_sets.yaml entries)
     dagster_home      tmp DAGSTER_HOME holding a copy of the project's dagster.yaml
     dagster_instance  the persistent DagsterInstance of that home (sqlite; sensors need one)
@@ -21,7 +21,6 @@ def www_data_dir(tmp_path, monkeypatch) -> Path:
     data = tmp_path / "data"
     (data / "models").mkdir(parents=True)
     monkeypatch.setenv("WWW_DATA_DIR", str(data))
-    monkeypatch.setenv("WWW_MODELS_DIR", str(data / "models"))
     return data
 
 

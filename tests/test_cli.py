@@ -2,7 +2,7 @@
 
 import pytest
 
-from www_resources.cli import RESULTS_END, RESULTS_START, main, splice_results
+from www_assets.cli import RESULTS_END, RESULTS_START, main, splice_results
 
 
 def test_splice_replaces_only_the_marked_section():
@@ -25,7 +25,6 @@ def test_results_command_writes_the_readme(tmp_path, monkeypatch, capsys):
     from www_resources.storage import default_catalog, default_warehouse
 
     monkeypatch.setenv("WWW_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("WWW_MODELS_DIR", str(tmp_path / "data" / "models"))
     readme = tmp_path / "README.md"
     readme.write_text(f"a\n{RESULTS_START}\n{RESULTS_END}\nb\n")
     assert main(["results", "--readme", str(readme)]) == 2  # nothing evaluated yet

@@ -7,6 +7,7 @@ model. `Simulation` plays the automation daemon: evaluate a tick, run what it re
 per partition key, the way the sensor groups requests), repeat until a tick requests nothing.
 """
 
+
 from collections import defaultdict
 
 import dagster as dg
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from www_assets import orchestration
+from www_assets import orchestration, runner
 from www_assets.checks import (
     accuracy_target_misses,
     activation_problems,
@@ -35,10 +36,11 @@ ACT_CHECK = "activations:activations_ok"
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.PreviewWarning", "ignore::dagster.BetaWarning")
 
 
-def fake_definitions(code_versions: dict[str, str] | None = None, fail_for: set[str] = frozenset()) -> dg.Definitions:
+def fake_definitions(code_versions: dict[str, str] | None = None, fail_for: set[str] = frozenset(),
+                     with_sources: bool = False) -> dg.Definitions:
     """world_scenes -> probe_images -> activations -> {class_shapley, concept_scores -> concept_eval}
     -> evaluation_summary, with a partitioned check on activations; `fail_for` models make
-    probe_images raise."""
+    probe_images raise; `with_sources` adds the configuration sources as in the real definitions."""
     versions = {"world_scenes": "1", "evaluation_summary": "1", **{k: "1" for k in ASSETS_M + ASSETS_MC}}
     versions.update(code_versions or {})
 
@@ -71,6 +73,12 @@ def fake_definitions(code_versions: dict[str, str] | None = None, fail_for: set[
 
     assets = [world_scenes, probe_images, activations, class_shapley, concept_scores, concept_eval,
               evaluation_summary]
+    if with_sources:
+        from www_assets.sources import SOURCE_ASSETS
+        from www_assets.sources import with_sources as add_sources
+
+        return dg.Definitions(assets=[*SOURCE_ASSETS, *with_automation(add_sources(assets))],
+                              asset_checks=[activations_ok])
     return dg.Definitions(assets=with_automation(assets), asset_checks=[activations_ok])
 
 
@@ -84,52 +92,42 @@ def chain(model: str, concept_set: str, assets_m=ASSETS_M, assets_mc=ASSETS_MC, 
     return out | ({(ACT_CHECK, model)} if check else set())
 
 
-def run_job(job, asset_keys, check_keys, partition_key, instance):
-    """Run a subset of the global asset job for one partition. A check-only subset gets the
-    partition as a tag, like the runs the daemon launches (execute_in_process would look for one
-    partitioning shared by every asset of the job)."""
-    subset = job.get_subset(asset_selection=set(asset_keys), asset_check_selection=set(check_keys))
-    if asset_keys or partition_key is None:
-        return subset.execute_in_process(instance=instance, partition_key=partition_key, raise_on_error=False)
-    return subset.execute_in_process(instance=instance, tags={"dagster/partition": partition_key}, raise_on_error=False)
-
-
 class Simulation:
-    """The automation daemon in miniature (see the module docstring)."""
+    """The automation daemon in miniature (see the module docstring), through the engine's own
+    pieces: evaluate a tick, group its requests into runs (`runner.requested_runs`), run them
+    (`runner.execute_run`)."""
 
     def __init__(self, instance: dg.DagsterInstance, defs: dg.Definitions):
         self.instance, self.defs, self.cursor = instance, defs, None
 
-    def tick(self) -> set[tuple[str, str | None]]:
-        result = dg.evaluate_automation_conditions(self.defs, self.instance, cursor=self.cursor)
+    def runs(self) -> list[runner.TickRun]:
+        result = runner.evaluate(self.defs, self.instance, self.cursor)
         self.cursor = result.cursor
-        requested = set()
-        for subset in result._requested_subsets:  # assets and checks alike
-            value = subset.get_internal_value()
-            keys = ([None] if value else []) if isinstance(value, bool) else value.get_partition_keys()
-            requested |= {(subset.key.to_user_string(), key) for key in keys}
-        return requested
+        return runner.requested_runs(result, runner.dependency_order(self.defs))
 
-    def run(self, requested: set) -> None:
-        by_partition = defaultdict(set)
-        for entity, key in requested:
-            by_partition[key].add(entity)
-        job = self.defs.resolve_implicit_global_asset_job_def()
-        for key, entities in by_partition.items():
-            asset_keys = {dg.AssetKey(e) for e in entities if ":" not in e}
-            check_keys = {dg.AssetCheckKey(dg.AssetKey(e.split(":")[0]), e.split(":")[1]) for e in entities if ":" in e}
-            run_job(job, asset_keys, check_keys, key, self.instance)
+    def tick(self) -> set[tuple[str, str | None]]:
+        return entities(self.runs())
 
     def settle(self, max_ticks: int = 8) -> list[set]:
         """Ticks (running each tick's requests) until one requests nothing; returns every tick's requests."""
         ticks = []
         for _ in range(max_ticks):
-            requested = self.tick()
-            if not requested:
+            runs = self.runs()
+            if not runs:
                 return ticks
-            ticks.append(requested)
-            self.run(requested)
+            ticks.append(entities(runs))
+            for run in runs:
+                runner.execute_run(self.defs, run, self.instance, {})
         raise AssertionError(f"automation did not settle in {max_ticks} ticks: {ticks}")
+
+
+def entities(runs) -> set[tuple[str, str | None]]:
+    """(asset or "asset:check", partition key) of every entity of the runs."""
+    out = set()
+    for run in runs:
+        out |= {(k.to_user_string(), run.partition_key) for k in run.assets}
+        out |= {(f"{k.asset_key.to_user_string()}:{k.name}", run.partition_key) for k in run.checks}
+    return out
 
 
 def add_partitions(instance, model_keys=(), set_keys=()):
@@ -256,76 +254,110 @@ def test_registry_sensor_adds_partitions_and_names_the_malformed_file(dagster_in
     assert str(bad) in result.cursor  # the bad file is reported (once) and remembered
     for request in result.dynamic_partitions_requests:  # what the daemon does with them
         dagster_instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    # the new model's registry file and the configuration files are observed with the partitions
+    observed = {(e.asset_key.to_user_string(), e.partition) for e in result.asset_events}
+    assert ("registry_file", "good") in observed and ("concept_set_spec", "tiny") in observed
+    assert not any(partition == "bad" for _, partition in observed)
+    for event in result.asset_events:
+        dagster_instance.report_runless_asset_event(event)
 
     again = sensor(dg.build_sensor_context(instance=dagster_instance, cursor=result.cursor))
     assert not again.dynamic_partitions_requests
-    assert "no new model or concept set" in again.skip_reason.skip_message
+    assert not again.asset_events and "registry unchanged" in again.skip_reason.skip_message
     assert str(bad) in again.skip_reason.skip_message and "missing required field" in again.skip_reason.skip_message
     assert dagster_instance.get_dynamic_partitions("models") == ["good"]
 
 
-# --- the schedule ---------------------------------------------------------------------------------
+# --- the daily retry and `www materialize` ------------------------------------------------------
 
 
-def test_schedule_cron_comes_from_the_environment(monkeypatch):
+def test_retry_cron_comes_from_the_environment(monkeypatch):
     monkeypatch.delenv("WWW_SCHEDULE_CRON", raising=False)
-    assert orchestration.build_refresh_schedule().cron_schedule == "0 3 * * *"
+    assert orchestration.schedule_cron() == "0 3 * * *"
     monkeypatch.setenv("WWW_SCHEDULE_CRON", "*/20 * * * *")
-    assert orchestration.build_refresh_schedule().cron_schedule == "*/20 * * * *"
+    assert orchestration.schedule_cron() == "*/20 * * * *"
     monkeypatch.setenv("WWW_SCHEDULE_CRON", "every night")
     with pytest.raises(ValueError, match="WWW_SCHEDULE_CRON='every night' is not a cron expression"):
-        orchestration.build_refresh_schedule()
-
-
-def test_refresh_job_runs_only_missing_or_stale_configured_partitions(dagster_instance, register_model, monkeypatch):
-    import www_assets.definitions
-
-    register_model("m1", concept_sets=["tiny"])
-    add_partitions(dagster_instance, ["m1"], ["tiny", "other"])
-    monkeypatch.setattr(www_assets.definitions, "defs", fake_definitions())
-    schedule = orchestration.build_refresh_schedule()
-
-    def materializations() -> set[tuple[str, str | None, int]]:
-        keys = ["world_scenes", "evaluation_summary", *ASSETS_M, *ASSETS_MC]
-        return {
-            (key, r.partition_key, r.storage_id)
-            for key in keys for r in dagster_instance.fetch_materializations(dg.AssetKey(key), limit=100).records
-        }
-
-    def refresh() -> set[tuple[str, str | None]]:
-        """Run the schedule's job; return the (asset, partition) materialized by the runs it launched."""
-        before = materializations()
-        request = schedule.evaluate_tick(dg.build_schedule_context(instance=dagster_instance)).run_requests
-        assert len(request) == 1
-        assert orchestration.refresh_stale_job.execute_in_process(instance=dagster_instance).success
-        return {(key, partition) for key, partition, _ in materializations() - before}
-
-    assert refresh() == {("evaluation_summary", None)} | chain("m1", "tiny", check=False)
-    assert refresh() == set()  # nothing changed: nothing launched
-    monkeypatch.setattr(www_assets.definitions, "defs", fake_definitions({"concept_scores": "2"}))
-    assert refresh() == {
-        ("concept_scores", pair("m1", "tiny")), ("concept_eval", pair("m1", "tiny")), ("evaluation_summary", None)
-    }
+        orchestration.schedule_cron()
 
 
 def test_automation_switch(monkeypatch):
     for value, expected in (("off", False), ("0", False), ("on", True), ("", True)):
         monkeypatch.setenv("WWW_AUTOMATION", value)
         assert orchestration.automation_enabled() is expected
-    assert orchestration.build_refresh_schedule().default_status == dg.DefaultScheduleStatus.RUNNING
-    monkeypatch.setenv("WWW_AUTOMATION", "off")
-    assert orchestration.build_refresh_schedule().default_status == dg.DefaultScheduleStatus.STOPPED
     monkeypatch.setenv("WWW_AUTOMATION", "sometimes")
     with pytest.raises(ValueError, match="WWW_AUTOMATION='sometimes': use on or off"):
         orchestration.automation_enabled()
 
 
-def test_schedule_skips_while_a_refresh_is_running(dagster_instance):
-    from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus
+def test_failed_partition_is_retried_after_the_cron_tick(register_model, monkeypatch):
+    import datetime
 
-    dagster_instance.add_run(DagsterRun(job_name="refresh_stale_job", run_id="r1", status=DagsterRunStatus.STARTED))
-    data = orchestration.build_refresh_schedule().evaluate_tick(dg.build_schedule_context(instance=dagster_instance))
-    assert not data.run_requests and "still in progress" in data.skip_message
+    monkeypatch.setenv("WWW_SCHEDULE_CRON", "0 3 * * *")
+    sim, _ = settle_models(register_model, {"good": ["tiny"], "bad": ["tiny"]}, set_keys=["tiny"], fail_for={"bad"})
+    now = datetime.datetime.now(datetime.timezone.utc)
+    assert sim.tick() == set()
+    # the first evaluation after the next 03:00 UTC retries the failed partitions, and only those
+    next_3am = (now + datetime.timedelta(days=1)).replace(hour=3, minute=1, second=0, microsecond=0)
+    result = runner.evaluate(sim.defs, sim.instance, sim.cursor, evaluation_time=next_3am)
+    retried = entities(runner.requested_runs(result, runner.dependency_order(sim.defs)))
+    # (bad's model-partitioned chain ran, and failed, as one run: the retry runs it again)
+    assert retried == {("probe_images", "bad"), ("activations", "bad"), ("class_shapley", "bad"), (ACT_CHECK, "bad")}
+
+
+def launched(report: runner.RunReport) -> list[tuple[str, str]]:
+    """(entity, partition label) of every run of a `materialize` report, repeats kept."""
+    return sorted((e, label) for label, names in report.launched for e in names)
+
+
+def labelled(pairs) -> set[tuple[str, str]]:
+    return {(e, "-" if k is None else str(k)) for e, k in pairs}
+
+
+def test_materialize_runs_the_policy_until_nothing_is_left(dagster_instance, register_model):
+    register_model("m1", concept_sets=["tiny"])
+    logs = []
+    report = runner.materialize(defs=fake_definitions(), instance=dagster_instance, log=logs.append)
+    assert report.failed == []
+    assert launched(report) == sorted(labelled(chain("m1", "tiny") | {("evaluation_summary", None)}))
+    assert "registry: new models ['m1'], new concept sets ['tiny']" in logs[0]
+    assert any(line.startswith("tick 1: ") for line in logs) and " run(s), 0 failed" in logs[-1]
+    # a second invocation launches nothing
+    again = runner.materialize(defs=fake_definitions(), instance=dagster_instance, log=logs.append)
+    assert again.launched == [] and again.failed == [] and again.ticks == 0
+    # a code change between invocations: exactly its descendants, each once (the cursor is kept)
+    bumped = runner.materialize(defs=fake_definitions({"concept_scores": "2"}), instance=dagster_instance,
+                                log=logs.append)
+    assert launched(bumped) == sorted(labelled({
+        ("concept_scores", pair("m1", "tiny")), ("concept_eval", pair("m1", "tiny")), ("evaluation_summary", None)}))
+
+
+def test_materialize_goes_on_after_a_failure_and_retries_it_once_per_invocation(dagster_instance, register_model):
+    register_model("good", concept_sets=["tiny"])
+    register_model("bad", concept_sets=["tiny"])
+    defs = fake_definitions(fail_for={"bad"})
+    report = runner.materialize(defs=defs, instance=dagster_instance, log=lambda _: None)
+    # bad's model-partitioned chain is one run, which fails at probe_images
+    assert [label for label, _, _ in report.failed] == ["bad"] and "probe_images" in report.failed[0][1]
+    assert "probe set of bad is unreadable" in report.failed[0][2]
+    assert labelled(chain("good", "tiny")) <= set(launched(report))
+    assert not any("evaluation_summary" in e for e, _ in launched(report))  # waits for every model
+    again = runner.materialize(defs=defs, instance=dagster_instance, log=lambda _: None)
+    assert [label for label, _, _ in again.failed] == ["bad"] and not again.launched
+    # fixed: the next invocation finishes the chain and the summary
+    fixed = runner.materialize(defs=fake_definitions(), instance=dagster_instance, log=lambda _: None)
+    assert fixed.failed == [] and labelled(chain("bad", "tiny") | {("evaluation_summary", None)}) == set(launched(fixed))
+
+
+def test_force_reruns_every_configured_partition_of_a_model_once(dagster_instance, register_model):
+    register_model("m1", concept_sets=["tiny"])
+    register_model("m2", concept_sets=["tiny"])
+    runner.materialize(defs=fake_definitions(), instance=dagster_instance, log=lambda _: None)
+    forced = runner.materialize(defs=fake_definitions(), instance=dagster_instance, models=["m1"], force=True,
+                                log=lambda _: None)
+    runs = launched(forced)
+    assert len(runs) == len(set(runs)), runs  # nothing twice
+    assert set(runs) == labelled(chain("m1", "tiny") | {("evaluation_summary", None)})
 
 
 # --- instance settings -------------------------------------------------------------------------
@@ -352,6 +384,7 @@ def test_project_instance_limits_the_gpu_pool_to_one_slot(dagster_instance):
     info = dagster_instance.event_log_storage.get_concurrency_info("gpu")
     assert (info.slot_count, info.claimed_slots) == (1, [])  # one slot, given back after the step
     assert dagster_instance.run_monitoring_enabled
+    assert not dagster_instance.nux_enabled  # no "join the community" dialog on a fresh UI
 
 
 # --- checks -------------------------------------------------------------------------------------
@@ -465,11 +498,9 @@ def test_checks_read_only_the_checked_partition(register_model, www_data_dir, mo
     assets = _fake_table_assets()
     defs = dg.Definitions(
         assets=assets, asset_checks=table_checks(assets), resources={"warehouse": WarehouseResource()})
-    job = defs.resolve_implicit_global_asset_job_def()
-
     def run_checks(table: str, key: str | None) -> dict[str, dg.AssetCheckEvaluation]:
-        check_keys = {k for k in defs.resolve_asset_graph().asset_check_keys if k.asset_key.path[-1] == table}
-        result = run_job(job, set(), check_keys, key, dagster_instance)
+        check_keys = {k for k in runner.check_specs(defs) if k.asset_key.path[-1] == table}
+        result = runner.execute_run(defs, runner.TickRun(key, checks=check_keys), dagster_instance, {})
         return {e.check_name: e for e in result.get_asset_check_evaluations()}
 
     m1 = run_checks("activations", "m1")
@@ -494,55 +525,36 @@ def test_checks_read_only_the_checked_partition(register_model, www_data_dir, mo
 
 
 def test_real_definitions_carry_the_policy_and_a_new_model_starts_its_own_chain(register_model):
+    """The first tick for a new image-folder model with two concept sets: its model-partitioned
+    chain (one run) and its concept sets' text embeddings (one run per pair), each run carrying the
+    checks of the tables it writes; nothing of the world, nothing that waits on those."""
     from www_assets.definitions import defs
-    from www_assets.runner import WORLD_ONLY_ASSETS
+    from www_assets.sources import SOURCE_KEYS
 
-    graph = defs.resolve_asset_graph()
-    labels = {graph.get(k).automation_condition.get_label() for k in graph.materializable_asset_keys}
-    assert labels == {"www_eager"}
-    assert {graph.get(k).automation_condition.get_label() for k in graph.asset_check_keys} == {"www_check"}
+    specs = runner.asset_specs(defs)
+    assert {s.automation_condition.get_label() for k, s in specs.items() if k not in SOURCE_KEYS} == {"www_eager"}
+    assert {s.automation_condition.get_label() for s in runner.check_specs(defs).values()} == {"www_check"}
     sensors = {s.name: s.default_status for s in defs.sensors}
     running = dg.DefaultSensorStatus.RUNNING
     automation = running if orchestration.automation_enabled() else dg.DefaultSensorStatus.STOPPED
     assert sensors == {"model_registry": running, "www_automation": automation}
-    assert [s.name for s in defs.schedules] == ["refresh_stale"]
-
-    # an image-folder model: the first tick starts its model-partitioned chain (one run) and its
-    # concept set's text embeddings; nothing of the world, nothing that waits on those
-    register_model("tiny", concept_sets=["tiny"])
-    instance = dg.DagsterInstance.ephemeral()
-    add_partitions(instance, ["tiny"], ["tiny"])
-    requested = Simulation(instance, defs).tick()
-    assets = {(a, k) for a, k in requested if ":" not in a}
-    assert {("model_training", "tiny"), ("probe_images", "tiny"), ("activations", "tiny")} <= assets
-    assert {k for _, k in assets} <= {"tiny", pair("tiny", "tiny")}
-    assert not {a for a, _ in assets} & {*WORLD_ONLY_ASSETS, "evaluation_summary", "neuron_concepts"}
-    # every requested asset partition is checked in the same run
-    checked = {(a.split(":")[0], k) for a, k in requested if ":" in a}
-    tables = {(a, k) for a, k in assets if any(c.asset_key.path[-1] == a for c in graph.asset_check_keys)}
-    assert tables <= checked
-
-
-def test_automation_runs_each_new_partition_with_its_checks(register_model):
-    """The sensor's run requests for a new model with two concept sets: one run per partition,
-    each carrying the checks of what it materializes (no backfill that would leave the checks to
-    runs of their own, which may start before the partition exists)."""
-    from dagster._core.definitions.automation_tick_evaluation_context import build_run_requests
-
-    from www_assets.definitions import defs
+    assert not defs.schedules  # the daily retry is a clause of the policy
 
     register_model("tiny", concept_sets=["tiny", "other"])
     instance = dg.DagsterInstance.ephemeral()
     add_partitions(instance, ["tiny"], ["tiny", "other"])
-    result = dg.evaluate_automation_conditions(defs, instance)
-    graph = defs.resolve_asset_graph()
-    requests = build_run_requests(result._requested_subsets, graph, {},
-                                  emit_backfills=orchestration.automation_sensor.emit_backfills)
-    assert all(r.asset_graph_subset is None for r in requests)  # no backfill
-    text_runs = {r.partition_key: r for r in requests if dg.AssetKey("clip_text_embeddings") in (r.asset_selection or [])}
-    assert set(text_runs) == {pair("tiny", "tiny"), pair("tiny", "other")}
-    for run in requests:
-        checked = {k.asset_key for k in run.asset_check_keys or []}
-        assert checked <= set(run.asset_selection or []), "a check runs apart from its asset"
-    for run in text_runs.values():
-        assert {k.name for k in run.asset_check_keys} == {"grain_unique", "vector_widths"}
+    runs = Simulation(instance, defs).runs()
+    requested = entities(runs)
+    assets = {(a, k) for a, k in requested if ":" not in a}
+    assert {("model_training", "tiny"), ("probe_images", "tiny"), ("activations", "tiny")} <= assets
+    assert {k for _, k in assets} <= {"tiny", pair("tiny", "tiny"), pair("tiny", "other")}
+    assert not {a for a, _ in assets} & {*orchestration.WORLD_ONLY_ASSETS, "evaluation_summary", "neuron_concepts"}
+    text_runs = {r.partition_key for r in runs if dg.AssetKey("clip_text_embeddings") in r.assets}
+    assert text_runs == {pair("tiny", "tiny"), pair("tiny", "other")}
+    checks_of = defaultdict(set)
+    for key in runner.check_specs(defs):
+        checks_of[key.asset_key].add(key)
+    for run in runs:
+        assert {k.asset_key for k in run.checks} <= run.assets, "a check runs apart from its asset"
+        for asset in run.assets:
+            assert checks_of[asset] <= run.checks, f"{asset.to_user_string()} [{run.label}] runs without its checks"

@@ -45,7 +45,6 @@ def tiny_world(tmp_path, monkeypatch):
     (data / "concept_sets.yaml").write_text("tiny: file:concepts.txt\n")
     (data / "concepts.txt").write_text("apple\nboat\ncloud\n")
     monkeypatch.setenv("WWW_DATA_DIR", str(data))
-    monkeypatch.delenv("WWW_MODELS_DIR", raising=False)
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -132,7 +131,7 @@ def test_first_assets_on_a_tiny_image_folder(tiny_world):
 
     # the `www sql` command answers from the DuckDB file
     out = subprocess.run(
-        [sys.executable, "-m", "www_resources.cli", "sql", "select layer, count(*) as n from activations group by layer order by layer",
+        [sys.executable, "-m", "www_assets.cli", "sql", "select layer, count(*) as n from activations group by layer order by layer",
          "--format", "json"],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, check=True,
     )
@@ -148,7 +147,7 @@ TINY_CLIP = {
 
 def test_whole_graph_on_a_real_model_path_then_nothing_is_recomputed(tiny_world, monkeypatch):
     """Every asset of a non-world model materializes through the runner; a second run launches nothing."""
-    from www_assets.runner import materialize_stale
+    from www_assets.runner import materialize
     from www_resources.clip import build_clip_model, save_clip_checkpoint
     from www_resources.storage import default_catalog
 
@@ -161,7 +160,7 @@ def test_whole_graph_on_a_real_model_path_then_nothing_is_recomputed(tiny_world,
     registry.write_text(registry.read_text().replace("clip: openclip:none", "clip: checkpoint:clip.pt"))
     monkeypatch.setenv("WWW_OFFLINE", "1")
     logs = []
-    report = materialize_stale(log=logs.append)
+    report = materialize(log=logs.append)
     assert report.failed == [], logs
     catalog = default_catalog()
     methods = catalog.query("select distinct method from neuron_concepts order by 1")["method"].tolist()
@@ -180,5 +179,5 @@ def test_whole_graph_on_a_real_model_path_then_nothing_is_recomputed(tiny_world,
     assert auroc == ["heatmap_similarity", "msp", "track_jaccard"]
 
     again = []
-    second = materialize_stale(log=again.append)
+    second = materialize(log=again.append)
     assert second.launched == [] and second.failed == [], again

@@ -45,7 +45,6 @@ def tiny_world_registry(tmp_path, monkeypatch):
         layers="[norm, head]", head="head", spatial="norm", cam="blocks.0.norm1"))
     monkeypatch.setenv("WWW_DATA_DIR", str(data))
     monkeypatch.setenv("WWW_OFFLINE", "1")
-    monkeypatch.delenv("WWW_MODELS_DIR", raising=False)
     home = tmp_path / "dagster_home"
     home.mkdir()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -53,12 +52,12 @@ def tiny_world_registry(tmp_path, monkeypatch):
 
 
 def test_tiny_world_end_to_end(tiny_world_registry):
-    from www_assets.runner import materialize_stale
+    from www_assets.runner import materialize
     from www_resources.storage import default_catalog
 
     data = tiny_world_registry
     logs = []
-    report = materialize_stale(log=logs.append)
+    report = materialize(log=logs.append)
     assert report.failed == [], "\n".join(logs)
     q = default_catalog().query
 
@@ -135,5 +134,5 @@ def test_tiny_world_end_to_end(tiny_world_registry):
     assert "artifact" in levels
 
     again = []
-    second = materialize_stale(log=again.append)
+    second = materialize(log=again.append)
     assert second.launched == [] and second.failed == [], "\n".join(again)

@@ -160,7 +160,7 @@ def dagster_dev(tmp_path):
     port = free_port()
     env = {
         **os.environ,
-        "DAGSTER_HOME": str(home), "WWW_DATA_DIR": str(data), "WWW_MODELS_DIR": str(data / "models"),
+        "DAGSTER_HOME": str(home), "WWW_DATA_DIR": str(data),
         "WWW_AUTOMATION": "off", "OMP_NUM_THREADS": "1",
     }
     log = tmp_path / "dagster-dev.log"

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from www_resources import zoo
+from www_resources import offline
 from www_resources.hooks import LayerRecorder, layer_kind, num_prefix_tokens, pool_activation
 from www_resources.zoo import (
     ModelSpec,
@@ -158,14 +158,14 @@ def test_uncached_timm_weights_fail_fast_with_fetch_command(offline_empty_caches
 
 def test_unreachable_server_is_reported_without_trying(offline_empty_caches, monkeypatch):
     monkeypatch.delenv("WWW_OFFLINE")
-    monkeypatch.setattr(zoo, "host_reachable", lambda url, timeout=3.0: False)
+    monkeypatch.setattr(offline, "host_reachable", lambda url, timeout=3.0: False)
     with pytest.raises(ModelUnavailableError, match="download.pytorch.org cannot be reached"):
         load_model("torchvision:resnet18?weights=IMAGENET1K_V1")
 
 
 def test_failed_download_becomes_model_unavailable(offline_empty_caches, monkeypatch):
     monkeypatch.delenv("WWW_OFFLINE")
-    monkeypatch.setattr(zoo, "host_reachable", lambda url, timeout=3.0: True)
+    monkeypatch.setattr(offline, "host_reachable", lambda url, timeout=3.0: True)
     attempts = []
 
     def no_network(url, dst, *args, **kwargs):

@@ -43,6 +43,47 @@ def preview(df: pd.DataFrame, rows: int = 10) -> dg.MetadataValue:
     return dg.MetadataValue.md(head.to_markdown(index=False))
 
 
+def column_type(dtype) -> str:
+    """A column's type as the README and the UI write it (`float32 vector`, `list<string>`)."""
+    from www_resources.tables import VECTOR
+
+    return "float32 vector" if dtype == VECTOR else str(dtype).replace("list<item: ", "list<")
+
+
+def table_schema(table: str) -> dg.TableSchema:
+    """The columns of a declared table (www_resources/tables.py) as Dagster's table schema; the
+    partition columns come first, as in the DuckDB view."""
+    from www_resources.tables import TABLES
+
+    spec = TABLES[table]
+    columns = [
+        dg.TableColumn(name, "string", description="partition (a folder of the warehouse, a column of the view)")
+        for name in spec.partition_by
+    ]
+    columns += [
+        dg.TableColumn(name, column_type(dtype), description="part of the grain" if name in spec.grain else None)
+        for name, dtype in spec.columns.items()
+    ]
+    return dg.TableSchema(columns=columns)
+
+
+def with_table_schemas(definitions) -> list:
+    """Attach each declared table's columns to its asset (`dagster/column_schema`, shown on the
+    asset's page in the UI); assets without a declared table pass through."""
+    from www_resources.tables import TABLES
+
+    def attach(spec: dg.AssetSpec) -> dg.AssetSpec:
+        table = spec.key.path[-1]
+        if table not in TABLES:
+            return spec
+        return spec.merge_attributes(metadata={"dagster/column_schema": table_schema(table)})
+
+    return [
+        d.map_asset_specs(attach) if isinstance(d, dg.AssetsDefinition) and d.is_materializable else d
+        for d in definitions
+    ]
+
+
 def table_metadata(df: pd.DataFrame, **extra) -> dict:
     return {"rows": len(df), "preview": preview(df), **extra}
 

@@ -1,36 +1,32 @@
-"""Orchestration as users live it: drop a registry file, watch its partitions and runs appear.
+"""Orchestration: one policy decides what must run, and two engines evaluate it.
 
-Three instigators, running by default, and one policy applied to every asset:
+The policy (`asset_condition()` on every asset, `check_condition()` on every check) is eager,
+restricted to what the registry configures:
 
-* `model_registry` (sensor, every 30 s): turns new files under `data/models/` into `models`
-  partitions and the concept sets they name into `concept_sets` partitions
-  (`SensorResult.dynamic_partitions_requests`). It launches no run itself: a new partition is
-  *missing*, and the automation policy below materializes missing partitions, so one rule
-  serves a new model, a fresh install and a code change. A malformed file is logged (once,
-  naming the file) and shown in the tick's skip reason; it never hides the other models.
-* `www_automation` (automation-condition sensor, every 30 s, evaluated in the code server so it
-  can read the registry): evaluates `asset_condition()` on every asset and `check_condition()`
-  on every check. The policy is eager, restricted to what the registry configures:
-  - a partition runs when it is missing (and its last attempt did not fail), when a parent
-    partition updated, or when the asset's `code_version` changed (`eager()` alone ignores code
-    changes, and never fills partitions that were missing before it first ran);
-  - it waits while a configured parent partition is missing (unless that parent runs in the same
-    tick) or in progress, and never runs twice at once;
-  - only *configured* partitions run: a `models` key with a valid registry file, and a
-    model x concept-set pair that the model's file lists (the product of the two dynamic
-    dimensions also holds pairs nobody asked for); the world's own assets only when a registered
-    model lives in the world (as `www materialize` does). Cross-model (unpartitioned) tables wait
-    for every configured parent partition, so they run once a new model's chain is complete.
-  - a failed partition is not retried every tick: the schedule (or a click) retries it.
-  Assets modules never set conditions: `with_automation` applies them here, in one place.
-* `refresh_stale` (schedule, daily at 03:00 UTC; cron from `$WWW_SCHEDULE_CRON`): launches
-  `refresh_stale_job`, which does what `www materialize` does (www_assets/runner.py): every
-  configured partition that is missing or stale (code version or upstream data changed), stage
-  by stage. It is the safety net for what the event-driven policy leaves behind: partitions whose
-  last run failed, or changes made while automation was off.
+* a configured partition runs when it is missing (and its last attempt did not fail), when a
+  parent partition updated (configuration sources included: see www_assets/sources.py), or when
+  the asset's `code_version` changed;
+* it waits while a configured parent partition is missing (unless that parent runs in the same
+  run) or in progress, and never runs twice at once;
+* only *configured* partitions run: a `models` key with a valid registry file, and a
+  model x concept-set pair that the model's file lists; the world's own assets only when a
+  registered model lives in the world. Cross-model (unpartitioned) tables wait for every
+  configured parent partition;
+* a failed partition is retried once per cron tick (`$WWW_SCHEDULE_CRON`, daily at 03:00 UTC by
+  default: the `daily_retry` clause), and once per `www materialize`, not on every tick.
 
-`WWW_AUTOMATION=off` starts `www_automation` and the schedule stopped (browse and materialize by
-hand; the registry sensor still adds partitions); the UI's Automation page turns them on.
+The engines:
+
+* `www_automation` (automation-condition sensor of the daemon, every 30 s while `make ui` runs),
+  fed by `model_registry` (sensor, every 30 s): new registry files -> `models` partitions,
+  deleted ones -> partitions removed, changed configuration -> source observations.
+* `www materialize` (www_assets/runner.py): the same sync, then `dg.evaluate_automation_conditions`
+  tick after tick, running each tick's requests in-process, until a tick requests nothing. Its
+  session options (`--model`, `--force`, retry failed partitions once) are the `Session` below,
+  read by three clauses of the same policy that are inert outside a session.
+
+`WWW_AUTOMATION=off` starts `www_automation` stopped (browse and materialize by hand; the registry
+sensor still keeps the partitions in step); the UI's Automation page turns it on.
 """
 
 import json
@@ -38,7 +34,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
 
@@ -49,11 +45,13 @@ AUTOMATION_INTERVAL_SECONDS = 30
 DEFAULT_SCHEDULE_CRON = "0 3 * * *"
 SCHEDULE_CRON_ENV = "WWW_SCHEDULE_CRON"
 AUTOMATION_ENV = "WWW_AUTOMATION"
+# the embedded world's own assets: configured only when a registered model lives in the world
+WORLD_ONLY_ASSETS = ("world_scenes", "world_parts", "world_classes", "world_vocabulary", "world_clip")
 
 
 def automation_enabled() -> bool:
-    """`$WWW_AUTOMATION` (default on): off, 0, false or no start `www_automation` and the
-    refresh schedule stopped (the UI can still turn them on); the registry sensor always runs.
+    """`$WWW_AUTOMATION` (default on): off, 0, false or no start `www_automation` stopped (the UI
+    can still turn it on); the registry sensor always runs.
 
     Raises:
         ValueError: for any other value.
@@ -64,6 +62,30 @@ def automation_enabled() -> bool:
     if value in ("off", "0", "false", "no"):
         return False
     raise ValueError(f"{AUTOMATION_ENV}={value!r}: use on or off")
+
+
+def schedule_cron() -> str:
+    """The cron of the daily retry of failed partitions: `$WWW_SCHEDULE_CRON`, default 03:00 UTC.
+
+    Raises:
+        ValueError: if the variable is set to something that is not a cron expression.
+    """
+    cron = os.environ.get(SCHEDULE_CRON_ENV, "").strip() or DEFAULT_SCHEDULE_CRON
+    try:
+        dg.AutomationCondition.cron_tick_passed(cron)  # validates the expression
+    except Exception:  # noqa: BLE001 - Dagster raises its own check error type
+        raise ValueError(
+            f"{SCHEDULE_CRON_ENV}={cron!r} is not a cron expression; write five fields, "
+            f"e.g. {DEFAULT_SCHEDULE_CRON!r} (daily at 03:00 UTC)"
+        ) from None
+    return cron
+
+
+def world_needed() -> bool:
+    """Whether any registered model uses the embedded world (its images, training or CLIP)."""
+    from www_resources.registry import scan_models
+
+    return any(e.is_world_model or e.train or "world-clip" in e.clip for e in scan_models().entries.values())
 
 
 # --- what the registry configures --------------------------------------------------------------
@@ -77,7 +99,7 @@ class ConfiguredPartitions:
     pairs: (model, concept set) for every concept set a valid model file lists and
         `concept_sets.yaml` defines.
     world: whether a registered model lives in the embedded world; if none does, the world's own
-        assets (`runner.WORLD_ONLY_ASSETS`) are not configured, as `www materialize` skips them.
+        assets (`WORLD_ONLY_ASSETS`) are not configured.
     """
 
     models: frozenset[str]
@@ -86,8 +108,6 @@ class ConfiguredPartitions:
 
     def includes_asset(self, asset_name: str) -> bool:
         """False for the world's own assets when no registered model needs the world."""
-        from www_assets.runner import WORLD_ONLY_ASSETS
-
         return self.world or asset_name not in WORLD_ONLY_ASSETS
 
     def keys_for(self, partitions_def: dg.PartitionsDefinition | None) -> set[str] | None:
@@ -106,10 +126,18 @@ class ConfiguredPartitions:
             return {dg.MultiPartitionKey({"model": m, "concept_set": c}) for m, c in self.pairs}
         return None
 
+    def only(self, names: Iterable[str] | None) -> "ConfiguredPartitions":
+        """The same, restricted to the given models (None: unchanged)."""
+        if names is None:
+            return self
+        keep = set(names)
+        return ConfiguredPartitions(
+            frozenset(self.models & keep), frozenset(p for p in self.pairs if p[0] in keep), self.world
+        )
+
 
 def read_configured() -> ConfiguredPartitions:
     """Scan the registry folder and `concept_sets.yaml` (bad files are left out, never raised)."""
-    from www_assets.runner import world_needed
     from www_resources.registry import RegistryError, load_concept_sets, scan_models
 
     entries = scan_models().entries
@@ -119,6 +147,34 @@ def read_configured() -> ConfiguredPartitions:
         defined_sets = set()
     pairs = {(name, c) for name, entry in entries.items() for c in entry.concept_sets if c in defined_sets}
     return ConfiguredPartitions(frozenset(entries), frozenset(pairs), world_needed())
+
+
+@dataclass
+class Session:
+    """What one `www materialize` asks of the policy beyond the defaults.
+
+    only_models: restrict the configured partitions to these models (None: all).
+    forced: (asset or check key, partition key) entities to run once whatever their state
+        (`--force`); the engine removes each entity once it ran.
+    retry_failed: retry partitions whose last run failed (true on the first tick only).
+    """
+
+    only_models: frozenset[str] | None = None
+    forced: set[tuple[dg.AssetKey | dg.AssetCheckKey, str | None]] = field(default_factory=set)
+    retry_failed: bool = False
+
+
+# the session of the `www materialize` running in this process; None in the daemon
+_session: Session | None = None
+
+
+def set_session(session: Session | None) -> None:
+    global _session
+    _session = session
+
+
+def current_session() -> Session | None:
+    return _session
 
 
 _configured_cache: dict[tuple, tuple[float, ConfiguredPartitions]] = {}
@@ -131,14 +187,20 @@ def _configured_for_tick(evaluation_id: int) -> ConfiguredPartitions:
     key = (evaluation_id, str(paths.models_dir()), str(paths.concept_sets_file()))
     hit = _configured_cache.get(key)
     if hit is not None and time.monotonic() - hit[0] < 60:
-        return hit[1]
-    _configured_cache.clear()
-    configured = read_configured()
-    _configured_cache[key] = (time.monotonic(), configured)
-    return configured
+        configured = hit[1]
+    else:
+        _configured_cache.clear()
+        configured = read_configured()
+        _configured_cache[key] = (time.monotonic(), configured)
+    return configured.only(_session.only_models if _session else None)
 
 
 # --- the automation policy ----------------------------------------------------------------------
+
+
+def _entity_name(key) -> str:
+    asset_key = key if isinstance(key, dg.AssetKey) else key.asset_key
+    return asset_key.path[-1]
 
 
 class InRegistry(dg.AutomationCondition):
@@ -155,8 +217,7 @@ class InRegistry(dg.AutomationCondition):
 
     def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
         configured = _configured_for_tick(context.evaluation_id)
-        asset_key = context.key if isinstance(context.key, dg.AssetKey) else context.key.asset_key
-        if not configured.includes_asset(asset_key.path[-1]):
+        if not configured.includes_asset(_entity_name(context.key)):
             return dg.AutomationResult(context, true_subset=context.get_empty_subset())
         # the subset's partitioning: context.partitions_def is None for checks
         keys = configured.keys_for(context.candidate_subset.partitions_def)
@@ -167,41 +228,100 @@ class InRegistry(dg.AutomationCondition):
         )
 
 
+class Forced(dg.AutomationCondition):
+    """True for the entities `www materialize --force` still has to run (never in the daemon)."""
+
+    @property
+    def name(self) -> str:
+        return "forced"
+
+    @property
+    def description(self) -> str:
+        return "Asked for by `www materialize --force` and not run yet"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        forced = {p for k, p in _session.forced if k == context.key} if _session else set()
+        if not forced:
+            return dg.AutomationResult(context, true_subset=context.get_empty_subset())
+        if context.candidate_subset.partitions_def is None:
+            return dg.AutomationResult(context, true_subset=context.candidate_subset)
+        return dg.AutomationResult(
+            context, true_subset=context.candidate_subset.compute_intersection_with_partition_keys(forced)
+        )
+
+
+class RetryRequested(dg.AutomationCondition):
+    """True on the first tick of a `www materialize` (it retries failed partitions once)."""
+
+    @property
+    def name(self) -> str:
+        return "retry_requested"
+
+    @property
+    def description(self) -> str:
+        return "First tick of `www materialize`: failed partitions are retried"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        on = _session is not None and _session.retry_failed
+        return dg.AutomationResult(context, true_subset=context.candidate_subset if on else context.get_empty_subset())
+
+
 AC = dg.AutomationCondition
 
 
 def _waiting_on_parents() -> dg.AutomationCondition:
-    """A configured parent partition is missing (and not requested this tick) or in progress."""
-    missing_parent = AC.any_deps_match(AC.missing() & ~AC.will_be_requested() & InRegistry()).with_label(
-        "any_configured_deps_missing"
+    """A configured parent partition is missing or still forced (and not requested into the same
+    run), or in progress."""
+    from www_assets.sources import SOURCE_KEYS
+
+    # a source is observed, never materialized: it never counts as missing
+    missing_parent = (
+        AC.any_deps_match((AC.missing() | Forced()) & ~AC.will_be_requested() & InRegistry())
+        .ignore(dg.AssetSelection.assets(*SOURCE_KEYS))
+        .with_label("any_configured_deps_missing")
     )
     return missing_parent | AC.any_deps_in_progress()
 
 
 def _missing_not_failed() -> dg.AutomationCondition:
-    """Never materialized, and no failed attempt (a failed partition waits for a fix: the
-    schedule or a manual run retries it, not every tick)."""
+    """Never materialized, and no failed attempt (a failed partition waits for a fix: the daily
+    retry or the next `www materialize` runs it again, not every tick)."""
     return (AC.missing() & ~AC.execution_failed()).with_label("missing_not_failed")
+
+
+def _retry_failed() -> dg.AutomationCondition:
+    """The last run failed, and a cron tick passed (or `www materialize` started)."""
+    return (AC.execution_failed() & (AC.cron_tick_passed(schedule_cron()) | RetryRequested())).with_label(
+        "daily_retry"
+    )
 
 
 def asset_condition() -> dg.AutomationCondition:
     """Eager on configured partitions, missing ones and code changes included (every asset's policy).
 
     Unlike `eager()`, partitions that were already missing when the policy first ran count too,
-    so a fresh install fills itself; and a new `code_version` re-runs the asset.
+    so a fresh install fills itself; a new `code_version` re-runs the asset; failed partitions
+    are retried daily.
     """
     updated = (AC.any_deps_updated() | AC.code_version_changed()).since_last_handled()
     return (
-        InRegistry() & (_missing_not_failed() | updated) & ~_waiting_on_parents() & ~AC.in_progress()
+        InRegistry()
+        & (_missing_not_failed() | updated | _retry_failed() | Forced())
+        & ~_waiting_on_parents()
+        & ~AC.in_progress()
     ).with_label("www_eager")
 
 
 def check_condition() -> dg.AutomationCondition:
-    """A check runs with (or right after) every update of its asset's partition, and once if it
-    never ran there."""
+    """A check runs in the run that updates its asset's partition (or right after it, when the
+    update came from elsewhere), and once if it never ran there."""
     updated = AC.any_deps_updated().since_last_handled()
+    with_its_asset = AC.any_deps_match(AC.will_be_requested()).with_label("asset_requested")
     return (
-        InRegistry() & (_missing_not_failed() | updated) & ~_waiting_on_parents() & ~AC.in_progress()
+        InRegistry()
+        & (_missing_not_failed() | updated | with_its_asset | Forced())
+        & ~_waiting_on_parents()
+        & ~AC.in_progress()
     ).with_label("www_check")
 
 
@@ -243,8 +363,8 @@ with warnings.catch_warnings():
         # tick (a new model's concept sets) becomes a backfill while its checks get runs of their
         # own, which can start first and check a partition that does not exist yet
         emit_backfills=False,
-        description="Materializes configured partitions that are new, whose parents updated, or whose "
-        "code version changed (www_assets/orchestration.py).",
+        description="Materializes configured partitions that are new, whose parents or configuration changed, "
+        "or whose code version changed; retries failed ones daily (www_assets/orchestration.py).",
     )
 
 
@@ -255,13 +375,14 @@ with warnings.catch_warnings():
     name="model_registry",
     minimum_interval_seconds=REGISTRY_POLL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Adds a `models` partition per new file under data/models/ and a `concept_sets` "
-    "partition per concept set they name; www_automation then materializes them.",
+    description="Keeps the `models` and `concept_sets` partitions in step with data/models/ (new files added, "
+    "deleted files retired) and observes the configuration files; www_automation then materializes.",
 )
 def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
-    """New registry files -> dynamic partitions. The cursor remembers the bad files already
-    reported, so each problem is logged once; the skip reason always lists the current ones."""
+    """Registry files -> dynamic partitions and source observations. The cursor remembers the bad
+    files already reported, so each problem is logged once; the skip reason lists the current ones."""
     from www_assets.registry_sync import registry_changes
+    from www_assets.sources import CONCEPT_SET_SPEC, REGISTRY_FILE, changed_observations
 
     changes = registry_changes(context.instance)
     errors = dict(sorted(changes.errors.items()))
@@ -273,90 +394,23 @@ def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
     if changes.new_models:
         context.log.info(f"new model partitions: {changes.new_models}")
         requests.append(models.build_add_request(changes.new_models))
+    if changes.retired_models:
+        context.log.info(f"retired model partitions (registry file deleted): {changes.retired_models}")
+        requests.append(models.build_delete_request(changes.retired_models))
     if changes.new_concept_sets:
         context.log.info(f"new concept-set partitions: {changes.new_concept_sets}")
         requests.append(concept_sets.build_add_request(changes.new_concept_sets))
+    # the new partitions are added with this result: observe their sources with it
+    observations = changed_observations(
+        context.instance, adding={REGISTRY_FILE: changes.new_models, CONCEPT_SET_SPEC: changes.new_concept_sets}
+    )
+    for observation in observations:
+        context.log.info(f"configuration changed: {observation.asset_key.to_user_string()} [{observation.partition}]")
     cursor = json.dumps(errors)
-    if requests:
-        return dg.SensorResult(dynamic_partitions_requests=requests, cursor=cursor)
+    if requests or observations:
+        return dg.SensorResult(dynamic_partitions_requests=requests, asset_events=observations, cursor=cursor)
     known = len(context.instance.get_dynamic_partitions(models.name))
-    reason = f"no new model or concept set ({known} model partition(s))"
+    reason = f"registry unchanged ({known} model partition(s))"
     if errors:
         reason += "; skipped registry file(s): " + "; ".join(errors.values())
     return dg.SensorResult(skip_reason=reason, cursor=cursor)
-
-
-# --- the schedule -------------------------------------------------------------------------------
-
-
-@dg.op(description="Materialize every configured partition that is missing or stale, like `www materialize`.")
-def materialize_missing_or_stale(context: dg.OpExecutionContext) -> None:
-    """Passes of `materialize_stale` until one launches nothing: a pass judges staleness before it
-    runs a stage, so an asset made stale by its parent's re-run in the same stage waits for the
-    next pass."""
-    from www_assets.runner import materialize_stale
-
-    max_passes = 10
-    for number in range(1, max_passes + 1):
-        report = materialize_stale(log=context.log.info)
-        if report.failed:
-            raise dg.Failure(
-                description=f"{len(report.failed)} partition run(s) failed in pass {number}",
-                metadata={"failed": dg.MetadataValue.md("\n".join(f"- [{p}] {a}: {e}" for p, a, e in report.failed))},
-            )
-        if not report.launched:
-            context.log.info(f"everything fresh after {number} pass(es)")
-            return
-    raise dg.Failure(description=f"still launching runs after {max_passes} passes")
-
-
-@dg.job(
-    name="refresh_stale_job",
-    description="One pass of `www materialize`: the missing or stale partitions, stage by stage.",
-    tags={"www/launched_by": "refresh_stale"},
-)
-def refresh_stale_job():
-    materialize_missing_or_stale()
-
-
-def schedule_cron() -> str:
-    """The refresh schedule's cron expression: `$WWW_SCHEDULE_CRON`, default daily at 03:00 UTC.
-
-    Raises:
-        ValueError: if the variable is set to something that is not a cron expression.
-    """
-    from dagster._utils.schedules import is_valid_cron_schedule
-
-    cron = os.environ.get(SCHEDULE_CRON_ENV, "").strip() or DEFAULT_SCHEDULE_CRON
-    if not is_valid_cron_schedule(cron):
-        raise ValueError(
-            f"{SCHEDULE_CRON_ENV}={cron!r} is not a cron expression; write five fields, "
-            f"e.g. {DEFAULT_SCHEDULE_CRON!r} (daily at 03:00 UTC)"
-        )
-    return cron
-
-
-def _refresh(context: dg.ScheduleEvaluationContext):
-    """Launch one refresh run unless one is still going."""
-    busy = context.instance.get_runs_count(
-        dg.RunsFilter(
-            job_name=refresh_stale_job.name,
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED],
-        )
-    )
-    if busy:
-        return dg.SkipReason("a refresh_stale_job run is still in progress")
-    return dg.RunRequest()
-
-
-def build_refresh_schedule() -> dg.ScheduleDefinition:
-    """The schedule, with the cron read from the environment when the code location loads."""
-    return dg.ScheduleDefinition(
-        name="refresh_stale",
-        cron_schedule=schedule_cron(),
-        job=refresh_stale_job,
-        execution_fn=_refresh,
-        default_status=dg.DefaultScheduleStatus.RUNNING if automation_enabled() else dg.DefaultScheduleStatus.STOPPED,
-        description=f"Re-materializes what is missing or stale (cron from ${SCHEDULE_CRON_ENV}, default "
-        f"{DEFAULT_SCHEDULE_CRON!r}, UTC).",
-    )

@@ -1,4 +1,8 @@
-"""Keep the dynamic partitions in step with the registry files."""
+"""Keep the dynamic partitions and the configuration sources in step with the registry files.
+
+Used by the `model_registry` sensor (which returns the changes as a SensorResult) and by
+`www materialize` (which applies them itself, `sync_partitions`).
+"""
 
 from __future__ import annotations
 
@@ -10,28 +14,44 @@ from www_assets.partitions import concept_sets, models
 @dataclass
 class SyncResult:
     new_models: list[str] = field(default_factory=list)
+    retired_models: list[str] = field(default_factory=list)  # partitions whose registry file is gone
     new_concept_sets: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)  # file -> message
+    observed: list[str] = field(default_factory=list)  # configuration sources that changed
 
     def summary(self) -> str:
         parts = []
         if self.new_models:
             parts.append(f"new models {self.new_models}")
+        if self.retired_models:
+            parts.append(f"retired models {self.retired_models} (registry file deleted; `www models prune` "
+                         "moves their warehouse files aside)")
         if self.new_concept_sets:
             parts.append(f"new concept sets {self.new_concept_sets}")
+        if self.observed:
+            parts.append(f"configuration changed: {', '.join(self.observed)}")
         if self.errors:
             parts.append("skipped: " + "; ".join(self.errors.values()))
         return ", ".join(parts) or "registry unchanged"
 
 
 def registry_changes(instance) -> SyncResult:
-    """What the registry holds that the instance's partitions do not (nothing is written)."""
+    """What the registry holds that the instance's partitions do not, and the other way round
+    (nothing is written).
+
+    A model partition is retired only when its registry file is gone: a file that went bad keeps
+    its partition (and its data), and is reported under `errors`.
+    """
+    from www_resources import paths
     from www_resources.registry import RegistryError, load_concept_sets, scan_models
 
     scan = scan_models()
     result = SyncResult(errors={str(p): msg for p, msg in scan.errors.items()})
     known_models = set(instance.get_dynamic_partitions(models.name))
     result.new_models = sorted(set(scan.entries) - known_models)
+    folder = paths.models_dir()
+    present = {p.stem for p in folder.glob("*.y*ml")} if folder.exists() else set()
+    result.retired_models = sorted(known_models - present)
     try:
         sets = load_concept_sets()
     except RegistryError as err:
@@ -50,10 +70,61 @@ def registry_changes(instance) -> SyncResult:
 
 
 def sync_partitions(instance) -> SyncResult:
-    """Add the partitions of new registry entries to the instance; returns what changed."""
+    """Add the partitions of new registry entries, remove those of deleted files, and record an
+    observation of every configuration source that changed; returns what changed."""
+    from www_assets.sources import changed_observations
+
     result = registry_changes(instance)
     if result.new_models:
         instance.add_dynamic_partitions(models.name, result.new_models)
+    for name in result.retired_models:
+        instance.delete_dynamic_partition(models.name, name)
     if result.new_concept_sets:
         instance.add_dynamic_partitions(concept_sets.name, result.new_concept_sets)
+    for observation in changed_observations(instance):
+        instance.report_runless_asset_event(observation)
+        key = observation.asset_key.to_user_string()
+        result.observed.append(f"{key}[{observation.partition}]" if observation.partition else key)
     return result
+
+
+@dataclass
+class PrunePlan:
+    """Warehouse folders of models without a registry file, and where they go."""
+
+    moves: list[tuple[str, object, object]] = field(default_factory=list)  # (model, folder, destination)
+
+    @property
+    def models(self) -> list[str]:
+        return sorted({m for m, _, _ in self.moves})
+
+
+def retired_model_files(stamp: str) -> PrunePlan:
+    """Every `<warehouse>/<table>/model=<m>` folder whose model has no registry file, with its
+    destination `<data>/retired/<stamp>/<table>/model=<m>` (nothing is moved; moving it back restores
+    it)."""
+    from www_resources import paths
+
+    folder = paths.models_dir()
+    registered = {p.stem for p in folder.glob("*.y*ml")} if folder.exists() else set()
+    plan = PrunePlan()
+    root = paths.warehouse_dir()
+    for path in sorted(root.glob("*/model=*")) if root.exists() else []:
+        model = path.name.split("=", 1)[1]
+        if path.is_dir() and model not in registered:
+            plan.moves.append((model, path, paths.data_dir() / "retired" / stamp / path.parent.name / path.name))
+    return plan
+
+
+def prune_retired(stamp: str, dry_run: bool = False, log=print) -> PrunePlan:
+    """Move the warehouse files of models whose registry file is gone aside (under `data/retired/`),
+    saying what moves; the catalog's views read only `warehouse/`, so the rows leave every query."""
+    import shutil
+
+    plan = retired_model_files(stamp)
+    for model, source, destination in plan.moves:
+        log(f"{'would move' if dry_run else 'moving'} {source} -> {destination}")
+        if not dry_run:
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(source), str(destination))
+    return plan

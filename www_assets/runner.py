@@ -1,200 +1,368 @@
-"""`www materialize`: bring every registered model's assets up to date from the command line.
+"""`www materialize`: the automation policy, evaluated from the command line until nothing is left.
 
-It does what a user would do in the UI, in order: add the partitions of new registry files, then
-walk the asset graph in dependency order, stage by stage (one stage = consecutive assets with the
-same partitioning), and for each partition launch one in-process run of exactly the assets that
-are missing or stale (Dagster's own stale status: code version or upstream data changed). A
-second invocation with nothing changed launches nothing. Runs are recorded in the instance
-(`DAGSTER_HOME`), so the UI shows them. A failed partition does not stop the others; its
-downstream assets wait for the next invocation.
+It does what the daemon does while `make ui` runs, in one process and without the daemon:
+
+1. sync the registry (`registry_sync.sync_partitions`: new files become partitions, deleted
+   files retire theirs, changed configuration files are observed);
+2. evaluate the project's automation conditions (`dg.evaluate_automation_conditions`, the same
+   conditions the `www_automation` sensor evaluates), with the cursor of the previous evaluation;
+3. run what the tick requested, one in-process run per partition key (like the sensor with
+   backfills off), parents' runs first, recorded in the instance (`DAGSTER_HOME`) so the UI shows
+   them; a failed run does not stop the others, and its children wait (the policy says so);
+4. repeat from 2 until a tick requests nothing.
+
+The cursor is kept in `$DAGSTER_HOME/www_materialize.cursor`, so the next invocation knows what
+it already handled: parent updates and code-version changes since then are what it runs (with no
+cursor, only missing partitions count). A second invocation with nothing changed launches nothing.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import dagster as dg
 
-@dataclass
-class RunReport:
-    launched: list[tuple[str, str | None, list[str]]] = field(default_factory=list)
-    failed: list[tuple[str, str | None, str]] = field(default_factory=list)
-    skipped_fresh: int = 0
-    seconds: float = 0.0
-
+from www_assets import orchestration
+from www_assets.definitions import defs as project_defs
+from www_assets.registry_sync import sync_partitions
+from www_assets.sources import WAREHOUSE_MODELS, changed_observations
 
 # the console shows progress lines (INFO and up); every event, DEBUG included, stays in the run's
 # event log, where the UI shows it
 CONSOLE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-
-WORLD_ONLY_ASSETS = ("world_scenes", "world_parts", "world_classes", "world_vocabulary", "world_clip")
-
-
-def world_needed() -> bool:
-    """Whether any registered model uses the embedded world (its images, training or CLIP)."""
-    from www_resources.registry import scan_models
-
-    return any(e.is_world_model or e.train or "world-clip" in e.clip for e in scan_models().entries.values())
+CURSOR_FILE = "www_materialize.cursor"
+LAUNCHED_BY, LAUNCHED_BY_CLI = "www/launched_by", "www materialize"
+PID_TAG, HOST_TAG = "www/pid", "www/host"
+MAX_TICKS = 50
 
 
-def _stages(asset_graph, keys) -> list[tuple[object, list]]:
-    """Group assets into stages of one partitioning, respecting dependencies."""
-    remaining = set(keys)
-    done: set = set()
-    stages = []
+@dataclass
+class RunReport:
+    launched: list[tuple[str, list[str]]] = field(default_factory=list)  # (partition label, entities)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (partition label, entities, error)
+    ticks: int = 0
+    seconds: float = 0.0
 
-    def scope(key):
-        pd = asset_graph.get(key).partitions_def
-        return None if pd is None else repr(pd)
+    @property
+    def requested(self) -> set[tuple[str, str]]:
+        """(entity, partition label) of everything launched or failed."""
+        out = {(e, label) for label, entities in self.launched for e in entities}
+        return out | {(e, label) for label, entities, _ in self.failed for e in entities.split(", ")}
 
-    while remaining:
-        ready = [k for k in remaining if all(p in done or p not in keys for p in asset_graph.get(k).parent_keys)]
+
+@dataclass
+class TickRun:
+    """What one run of a tick materializes: one partition key, some assets, some checks."""
+
+    partition_key: str | None
+    assets: set[dg.AssetKey] = field(default_factory=set)
+    checks: set[dg.AssetCheckKey] = field(default_factory=set)
+
+    @property
+    def label(self) -> str:
+        return str(self.partition_key) if self.partition_key is not None else "-"
+
+    def names(self) -> list[str]:
+        return sorted([k.to_user_string() for k in self.assets] + [f"{k.asset_key.to_user_string()}:{k.name}"
+                                                                  for k in self.checks])
+
+
+def _cursor_path(instance: dg.DagsterInstance) -> Path:
+    return Path(instance.root_directory) / CURSOR_FILE
+
+
+def load_cursor(instance: dg.DagsterInstance):
+    """The cursor of the previous `www materialize` (None when there is none or it cannot be read)."""
+    path = _cursor_path(instance)
+    try:
+        return dg.deserialize_value(path.read_text())
+    except Exception:  # noqa: BLE001 - a missing or stale cursor means: start afresh
+        return None
+
+
+def save_cursor(instance: dg.DagsterInstance, cursor) -> None:
+    path = _cursor_path(instance)
+    tmp = path.with_suffix(".partial")
+    tmp.write_text(dg.serialize_value(cursor))
+    tmp.replace(path)
+
+
+def asset_specs(defs: dg.Definitions) -> dict[dg.AssetKey, dg.AssetSpec]:
+    """Every asset's spec (sources included), by key."""
+    return {spec.key: spec for a in defs.assets or [] if isinstance(a, dg.AssetsDefinition) for spec in a.specs}
+
+
+def check_specs(defs: dg.Definitions) -> dict[dg.AssetCheckKey, dg.AssetCheckSpec]:
+    return {spec.key: spec for c in defs.asset_checks or [] for spec in c.check_specs}
+
+
+def dependency_order(defs: dg.Definitions) -> list[dg.AssetKey]:
+    """Asset keys with every parent before its children."""
+    specs = asset_specs(defs)
+    parents = {key: {d.asset_key for d in spec.deps if d.asset_key in specs} for key, spec in specs.items()}
+    order: list[dg.AssetKey] = []
+    done: set[dg.AssetKey] = set()
+    while len(order) < len(parents):
+        ready = sorted((k for k, ps in parents.items() if k not in done and ps <= done), key=str)
         if not ready:
-            raise RuntimeError(f"dependency cycle among {sorted(map(str, remaining))}")
-        # the scope that unblocks the most work first
-        counts: dict = {}
-        for k in ready:
-            counts[scope(k)] = counts.get(scope(k), 0) + 1
-        chosen = max(counts, key=lambda s: counts[s])
-        stage = []
-        while True:
-            batch = [
-                k for k in remaining
-                if scope(k) == chosen and all(p in done or p not in keys for p in asset_graph.get(k).parent_keys)
-            ]
-            if not batch:
-                break
-            batch.sort(key=lambda k: k.to_user_string())
-            for k in batch:
-                remaining.discard(k)
-                done.add(k)
-            stage.extend(batch)
-        stages.append((asset_graph.get(stage[0]).partitions_def, stage))  # dependency order
-    return stages
+            raise RuntimeError(f"dependency cycle among {sorted(str(k) for k in set(parents) - done)}")
+        order.extend(ready)
+        done.update(ready)
+    return order
 
 
-def _partition_keys(partitions_def, instance, wanted_models: set[str] | None) -> list[str | None]:
-    """The partitions to consider: configured model x concept-set pairs only."""
-    from www_assets.partitions import model_concepts, models
-    from www_resources.registry import scan_models
+@contextmanager
+def dynamic_partitions_cached(instance: dg.DagsterInstance):
+    """Answer `instance.get_dynamic_partitions` from memory while the policy is evaluated.
 
-    if partitions_def is None:
-        return [None]
-    entries = scan_models().entries
-    names = [m for m in instance.get_dynamic_partitions(models.name) if m in entries]
-    if wanted_models is not None:
-        names = [m for m in names if m in wanted_models]
-    if partitions_def == models:
-        return sorted(names)
-    if partitions_def == model_concepts:
-        import dagster as dg
+    `evaluate_automation_conditions` builds its cursor by asking the instance for the partition
+    keys once per condition node and partitioned subset: thousands of identical queries per tick
+    (each a new SQLite connection: minutes per tick on a loaded 2-core machine). Nothing adds
+    partitions during an evaluation, so one answer per partitioning serves the whole tick.
+    """
+    original = instance.get_dynamic_partitions
+    cache: dict[str, list[str]] = {}
 
-        return [
-            dg.MultiPartitionKey({"model": m, "concept_set": c})
-            for m in sorted(names)
-            for c in entries[m].concept_sets
-        ]
-    raise ValueError(f"unexpected partitioning {partitions_def!r}")
+    def cached(partitions_def_name: str):
+        if partitions_def_name not in cache:
+            cache[partitions_def_name] = list(original(partitions_def_name))
+        return cache[partitions_def_name]
+
+    instance.get_dynamic_partitions = cached
+    try:
+        yield instance
+    finally:
+        del instance.get_dynamic_partitions
 
 
-def materialize_stale(
+def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, cursor=None, **kwargs):
+    """One tick of the policy: `dg.evaluate_automation_conditions`, with the partitions cached."""
+    with dynamic_partitions_cached(instance):
+        return dg.evaluate_automation_conditions(defs, instance, cursor=cursor, **kwargs)
+
+
+def parents_of(defs: dg.Definitions) -> dict[dg.AssetKey, set[dg.AssetKey]]:
+    specs = asset_specs(defs)
+    return {key: {d.asset_key for d in spec.deps} for key, spec in specs.items()}
+
+
+def requested_runs(
+    result: dg.EvaluateAutomationConditionsResult,
+    order: list[dg.AssetKey],
+    parents: dict[dg.AssetKey, set[dg.AssetKey]] | None = None,
+    deferred: set | None = None,
+) -> list[TickRun]:
+    """A tick's requests as runs: one per partition key, ordered so that parents run first.
+
+    With `parents`, an asset whose parent is requested in another run of the same tick (e.g.
+    `sample_explanations` of a model, below its concept-set runs) is left for the next tick, with
+    what depends on it in its run: it would otherwise run before its parent's new data exists, and
+    run again next tick. The (entity, partition) pairs left out are added to `deferred`; the
+    engine asks for them in the next tick (`Session.forced`).
+    """
+    by_partition: dict[str | None, TickRun] = {}
+    for entity in result.results:
+        subset = entity.true_subset
+        if subset.is_empty:
+            continue
+        keys = sorted(subset.expensively_compute_partition_keys()) if subset.is_partitioned else [None]
+        for key in keys:
+            run = by_partition.setdefault(key, TickRun(key))
+            (run.assets if isinstance(entity.key, dg.AssetKey) else run.checks).add(entity.key)
+    if parents is not None:
+        runs_of: dict[dg.AssetKey, set] = {}
+        for key, run in by_partition.items():
+            for asset in run.assets:
+                runs_of.setdefault(asset, set()).add(key)
+        for key, run in by_partition.items():
+            deferred_here: set[dg.AssetKey] = set()
+            for asset in (a for a in order if a in run.assets):
+                ps = parents.get(asset, set())
+                if ps & deferred_here or any(runs_of.get(p, set()) - {key} for p in ps):
+                    deferred_here.add(asset)
+            run.assets -= deferred_here
+            left_checks = {c for c in run.checks if c.asset_key in deferred_here}
+            run.checks -= left_checks
+            if deferred is not None:
+                deferred |= {(a, key) for a in deferred_here} | {(c, key) for c in left_checks}
+        by_partition = {k: r for k, r in by_partition.items() if r.assets or r.checks}
+    rank = {key: i for i, key in enumerate(order)}
+
+    def first(run: TickRun) -> int:
+        keys = run.assets or {k.asset_key for k in run.checks}
+        return min(rank.get(k, len(rank)) for k in keys)
+
+    return sorted(by_partition.values(), key=lambda r: (first(r), r.label))
+
+
+def execute_run(defs: dg.Definitions, run: TickRun, instance: dg.DagsterInstance, tags: dict):
+    """One in-process run of exactly the run's assets and checks for its partition."""
+    selection = dg.AssetSelection.assets(*run.assets).without_checks() | dg.AssetSelection.checks(*run.checks)
+    job = dg.define_asset_job("www_materialize", selection=selection)
+    run_defs = dg.Definitions.merge(defs, dg.Definitions(jobs=[job]))
+    run_tags = dict(tags)
+    partition_key = run.partition_key
+    if not run.assets and partition_key is not None:
+        # a check-only run carries its partition as a tag, like the runs the daemon launches
+        run_tags["dagster/partition"] = str(partition_key)
+        partition_key = None
+    return run_defs.resolve_job_def("www_materialize").execute_in_process(
+        run_config=CONSOLE_LOGS, instance=instance, partition_key=partition_key, tags=run_tags, raise_on_error=False
+    )
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> int:
+    """Mark as failed the runs of an earlier `www materialize` whose process is gone (killed while
+    a run was in progress): left "started", they would hold their partitions "in progress" for ever."""
+    host = socket.gethostname()
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING],
+            tags={LAUNCHED_BY: LAUNCHED_BY_CLI},
+        )
+    )
+    failed = 0
+    for run in runs:
+        pid, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
+        if pid is None or run_host != host or _process_alive(int(pid)):
+            continue
+        instance.report_run_failed(run, message=f"the www materialize process ({pid}) that ran it is gone")
+        log(f"run {run.run_id} of a www materialize that was stopped is marked failed")
+        failed += 1
+    return failed
+
+
+def _failure_message(result) -> str:
+    """The innermost error of each failed step (the exception the asset raised)."""
+    messages = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            error = event.event_specific_data.error
+            while error.cause is not None:
+                error = error.cause
+            messages.append(f"{event.step_key}: {str(error.message).strip()}")
+    return "; ".join(messages) or "run failed"
+
+
+def materialize(
     *,
     models: list[str] | None = None,
     force: bool = False,
     log: Callable[[str], None] = print,
+    defs: dg.Definitions | None = None,
+    instance: dg.DagsterInstance | None = None,
+    dry_run: bool = False,
 ) -> RunReport:
-    """Materialize everything missing or stale for the registered (or the given) models."""
-    import dagster as dg
-    from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView
-    from dagster._core.definitions.temporal_context import TemporalContext
-    from dagster._time import get_current_datetime
+    """Evaluate the policy tick after tick, running what it requests, until it requests nothing.
 
-    from www_assets.definitions import defs
-    from www_assets.registry_sync import sync_partitions
-
+    Args:
+        models: only these models' partitions (and the unpartitioned assets).
+        force: run every configured partition once (of `models`, if given), whatever its state.
+        defs: the definitions (default: the project's).
+        instance: the Dagster instance (default: `DAGSTER_HOME`'s).
+        dry_run: print the first tick's runs and stop (nothing runs, the cursor is not saved;
+            the registry sync still records what changed).
+    """
+    defs = defs or project_defs
+    instance = instance or dg.DagsterInstance.get()
     started = time.monotonic()
     report = RunReport()
-    instance = dg.DagsterInstance.get()
     sync = sync_partitions(instance)
     log(f"registry: {sync.summary()}")
-    asset_graph = defs.resolve_asset_graph()
-    all_assets = list(defs.assets or [])
-    keys = {k for k in asset_graph.materializable_asset_keys}
-    if not world_needed():
-        # no registered model lives in the embedded world: do not generate it or train its CLIP
-        keys -= {dg.AssetKey(name) for name in WORLD_ONLY_ASSETS}
+    configured = orchestration.read_configured().only(models)
+    if models and (unknown := sorted(set(models) - configured.models)):
+        log(f"not registered (or their file is bad): {unknown}")
+    if not configured.world:
         log("registry: no world model registered; the embedded world is not generated")
-    blocked: set = set()  # failed, or downstream of a failure in this invocation
-    wanted = set(models) if models else None
-
-    for partitions_def, stage_keys in _stages(asset_graph, keys):
-        for partition_key in _partition_keys(partitions_def, instance, wanted):
-            view = AssetGraphView(
-                temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-                instance=instance,
-                asset_graph=asset_graph,
-            )
-            resolver = CachingStaleStatusResolver(instance=instance, asset_graph=asset_graph, loading_context=view)
-            todo = []
-            for key in stage_keys:
-                if any(p in blocked for p in asset_graph.get(key).parent_keys):
-                    blocked.add(key)
-                    continue
-                status = StaleStatus.STALE if force else resolver.get_status(key, partition_key)
-                if status != StaleStatus.FRESH:
-                    todo.append(key)
-                else:
-                    report.skipped_fresh += 1
-            # a child of something re-run in this stage is stale too, though not yet marked so
-            grown = True
-            while grown:
-                grown = False
-                for key in stage_keys:
-                    if key not in todo and key not in blocked and any(p in todo for p in asset_graph.get(key).parent_keys):
-                        todo.append(key)
-                        report.skipped_fresh -= 1
-                        grown = True
-            if not todo:
-                continue
-            # a multi-asset runs as a whole
-            selection = set()
-            for key in todo:
-                selection |= set(asset_graph.get(key).assets_def.keys)
-            names = sorted(k.to_user_string() for k in selection)
-            label = str(partition_key) if partition_key is not None else "-"
-            log(f"materializing [{label}] {', '.join(names)}")
-            t0 = time.monotonic()
-            try:
-                result = dg.materialize(
-                    [*all_assets, *(defs.asset_checks or [])],
-                    selection=list(selection),
-                    partition_key=partition_key,
-                    run_config=CONSOLE_LOGS,
-                    instance=instance,
-                    resources=defs.resources,
-                    tags={"www/launched_by": "www materialize"},
-                    raise_on_error=False,
-                )
-                ok = result.success
-                error = "" if ok else "; ".join(
-                    str(e.event_specific_data.error.message).strip()
-                    for e in result.all_events
-                    if e.is_step_failure
-                )
-            except Exception as err:  # noqa: BLE001 - report and go on with the other partitions
-                ok, error = False, f"{type(err).__name__}: {err}"
-            if ok:
-                report.launched.append((label, partition_key, names))
-                log(f"  done in {time.monotonic() - t0:.1f}s")
+    order, parents = dependency_order(defs), parents_of(defs)
+    session = orchestration.Session(only_models=frozenset(models) if models else None, retry_failed=True)
+    if force:
+        session.forced = configured_entities(defs, configured)
+    fail_orphaned_runs(instance, log)
+    cursor = load_cursor(instance)
+    tags = {LAUNCHED_BY: LAUNCHED_BY_CLI, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    orchestration.set_session(session)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            warnings.simplefilter("ignore", dg.PreviewWarning)
+            for tick in range(1, MAX_TICKS + 1):
+                result = evaluate(defs, instance, cursor)
+                cursor = result.cursor
+                session.retry_failed = False
+                deferred: set = set()
+                runs = requested_runs(result, order, parents, deferred)
+                session.forced |= deferred  # asked for again next tick, after their parents ran
+                if not runs:
+                    break
+                report.ticks = tick
+                log(f"tick {tick}: {len(runs)} run(s)")
+                if dry_run:
+                    for run in runs:
+                        log(f"would materialize [{run.label}] {', '.join(run.names())}")
+                    report.seconds = time.monotonic() - started
+                    return report
+                for run in runs:
+                    names = run.names()
+                    log(f"materializing [{run.label}] {', '.join(names)}")
+                    t0 = time.monotonic()
+                    try:
+                        outcome = execute_run(defs, run, instance, tags)
+                        ok, error = outcome.success, "" if outcome.success else _failure_message(outcome)
+                    except Exception as err:  # noqa: BLE001 - report and go on with the other partitions
+                        ok, error = False, f"{type(err).__name__}: {err}"
+                    session.forced -= {(k, run.partition_key) for k in run.assets | run.checks}
+                    if ok:
+                        report.launched.append((run.label, names))
+                        log(f"  done in {time.monotonic() - t0:.1f}s")
+                    else:
+                        report.failed.append((run.label, ", ".join(names), error))
+                        log(f"  FAILED [{run.label}] {', '.join(names)}: {error}")
+                # a new model's first files change what the cross-model tables read: observe it now,
+                # before they run, not at the next invocation
+                for observation in changed_observations(instance, keys=[WAREHOUSE_MODELS]):
+                    instance.report_runless_asset_event(observation)
+                save_cursor(instance, cursor)
             else:
-                report.failed.append((label, ", ".join(names), error))
-                blocked |= selection
-                log(f"  FAILED [{label}] {', '.join(names)}: {error}")
+                log(f"stopped after {MAX_TICKS} ticks that all requested runs")
+            save_cursor(instance, cursor)
+    finally:
+        orchestration.set_session(None)
     report.seconds = time.monotonic() - started
-    log(
-        f"{len(report.launched)} run(s), {len(report.failed)} failed, "
-        f"{report.skipped_fresh} asset partition(s) already fresh, {report.seconds:.0f}s"
-    )
+    log(f"{len(report.launched)} run(s), {len(report.failed)} failed, {report.ticks} tick(s), {report.seconds:.0f}s")
     return report
+
+
+def configured_entities(defs: dg.Definitions, configured: orchestration.ConfiguredPartitions) -> set:
+    """Every configured (asset or check, partition) of the definitions: what `--force` runs."""
+    partitioning = {k: spec.partitions_def for k, spec in asset_specs(defs).items() if not _is_source(defs, k)}
+    partitioning.update({k: spec.partitions_def for k, spec in check_specs(defs).items()})
+    out = set()
+    for key, partitions_def in partitioning.items():
+        asset_key = key if isinstance(key, dg.AssetKey) else key.asset_key
+        if not configured.includes_asset(asset_key.path[-1]):
+            continue
+        keys = configured.keys_for(partitions_def)
+        out |= {(key, None)} if keys is None else {(key, k) for k in keys}
+    return out
+
+
+def _is_source(defs: dg.Definitions, key: dg.AssetKey) -> bool:
+    return not defs.get_assets_def(key).is_materializable

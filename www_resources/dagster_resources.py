@@ -55,26 +55,21 @@ class TorchDevice(dg.ConfigurableResource):
             torch.set_num_threads(self.threads)
 
 
-def _data_dir(configured: str) -> Path:
-    return Path(configured).resolve() if configured else paths.data_dir()
-
-
 class WarehouseResource(dg.ConfigurableResource):
-    """Read access to any table (e.g. all partitions of an upstream table) and the catalog."""
-
-    data_dir: str = ""  # empty: $WWW_DATA_DIR or <repository>/data
+    """Read access to any table (e.g. all partitions of an upstream table) and the catalog, under
+    the one data root (`www_resources.paths`: `$WWW_DATA_DIR` or `<repository>/data`)."""
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(_data_dir(self.data_dir) / "warehouse")
+        return Warehouse(paths.warehouse_dir())
 
     @property
     def catalog(self) -> Catalog:
-        return Catalog(_data_dir(self.data_dir) / "www.duckdb", self.warehouse)
+        return Catalog(paths.catalog_path(), self.warehouse)
 
     @property
     def artifacts(self) -> Path:
-        folder = _data_dir(self.data_dir) / "artifacts"
+        folder = paths.artifacts_dir()
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
@@ -104,10 +99,8 @@ class ParquetIOManager(dg.ConfigurableIOManager):
     every existing partition (with the partition columns) for a fan-in.
     """
 
-    data_dir: str = ""
-
     def _warehouse(self) -> Warehouse:
-        return Warehouse(_data_dir(self.data_dir) / "warehouse")
+        return Warehouse(paths.warehouse_dir())
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         if obj is None:
@@ -117,7 +110,7 @@ class ParquetIOManager(dg.ConfigurableIOManager):
         table = context.asset_key.path[-1]
         warehouse = self._warehouse()
         files = warehouse.write(table, obj, partition_values(context))
-        Catalog(_data_dir(self.data_dir) / "www.duckdb", warehouse).ensure_views([table])
+        Catalog(paths.catalog_path(), warehouse).ensure_views([table])
         context.add_output_metadata(
             {
                 "dagster/row_count": len(obj),

@@ -1,13 +1,15 @@
 """Where the project keeps its files.
 
-Everything is relative to one data folder (default: `data/` in the repository), which tests and
-users can move with the environment variable `WWW_DATA_DIR`:
+Everything is relative to one data folder, the only data root (default: `data/` in the repository),
+which tests and users can move with the environment variable `WWW_DATA_DIR`; the Dagster resources
+and the `www` command read it here, so the two can never disagree:
 
     data/models/*.yaml        the model registry (one file per target model, tracked)
     data/concept_sets.yaml    the concept-set registry (tracked)
     data/warehouse/<table>/   Parquet files in hive layout (generated)
     data/www.duckdb           the DuckDB catalog: one view per table (generated)
     data/artifacts/           checkpoints, image arrays and pictures (generated)
+    data/retired/             warehouse files of deleted models (`www models prune`)
 """
 
 from __future__ import annotations
@@ -24,9 +26,8 @@ def data_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """Folder of registry files, one per target model (`$WWW_MODELS_DIR` overrides)."""
-    override = os.environ.get("WWW_MODELS_DIR")
-    return Path(override).resolve() if override else data_dir() / "models"
+    """Folder of registry files, one per target model."""
+    return data_dir() / "models"
 
 
 def concept_sets_file() -> Path:

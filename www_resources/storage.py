@@ -42,7 +42,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from www_resources.tables import TABLES, TableSpec, VECTOR
+from www_resources.tables import TABLES, VECTOR, TableSpec
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DATA_FILE = "data.parquet"

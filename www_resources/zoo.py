@@ -28,315 +28,53 @@ unless `WWW_OFFLINE=1` or `HF_HUB_OFFLINE=1`) and the server answers a 3-second 
 probe; otherwise `ModelUnavailableError` says what is missing, where it was looked for, and
 the command that fetches it on a machine with internet. This keeps a machine without network
 from waiting on the libraries' own retry loops (the Hugging Face client retries for ~45 s).
+
+The spec grammar lives in `model_specs`, the download policy in `offline`; this module holds the
+loaders by source and re-exports the names callers use.
 """
 
 from __future__ import annotations
 
-import contextlib
-import difflib
-import logging
 import math
 import os
-import socket
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlparse
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-SOURCES = ("torchvision", "timm", "checkpoint")
-
-ACCEPTED_FORMS = (
-    "  torchvision:<name>[?weights=<TAG>|DEFAULT|none][&<argument>=<value>...]  "
-    "e.g. torchvision:resnet50?weights=IMAGENET1K_V2, torchvision:resnet18?weights=none&num_classes=24\n"
-    "  timm:<name>[.<tag>][?pretrained=true|false][&<argument>=<value>...]      "
-    "e.g. timm:vit_base_patch16_224.augreg_in21k_ft_in1k\n"
-    "  checkpoint:<path.pt>[?strict=true|false]                                 "
-    "e.g. checkpoint:artifacts/models/world-cnn.pt (a plain state_dict needs architecture=...)"
+from www_resources.model_specs import (  # noqa: F401 - re-exported: callers import the zoo's names from here
+    _TRUE,
+    ACCEPTED_FORMS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SOURCES,
+    WORLD_CLASSIFIER_FORMAT,
+    ModelSpec,
+    ModelUnavailableError,
+    UnknownArchitectureError,
+    _bad_spec,
+    coerce_option,
+    parse_bool_option,
+    parse_model_spec,
+    split_spec,
+)
+from www_resources.offline import (  # noqa: F401 - re-exported
+    _close_matches_message,
+    download_refusal,
+    download_timeout_s,
+    downloads_allowed,
+    hf_cache_dir,
+    hf_endpoint,
+    host_reachable,
+    hub_offline,
+    is_cache_miss,
+    quiet_library_errors,
+    socket_timeout,
+    weights_unavailable,
 )
 
-WORLD_CLASSIFIER_FORMAT = "www-classifier-v1"
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-#: Seconds a connection probe waits before a server counts as unreachable.
-PROBE_TIMEOUT_S = 3.0
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
-
-
-class ModelUnavailableError(RuntimeError):
-    """A model cannot be built here: weights not cached, file missing, architecture unknown.
-
-    The message names what is missing, where it was looked for, and what to run to get it.
-    """
-
-
-class UnknownArchitectureError(ModelUnavailableError, ValueError):
-    """The architecture name is not known to the library; the message lists known names."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A parsed model spec: `source:name?key=value&...`.
-
-    `options` keeps the raw strings; `option_value` converts one to a Python value.
-    """
-
-    source: str
-    name: str
-    options: dict[str, str] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        query = f"?{urlencode(self.options, safe=':/,')}" if self.options else ""
-        return f"{self.source}:{self.name}{query}"
-
-    def option_value(self, key: str, default: Any = None) -> Any:
-        """The option converted by `coerce_option`, or `default` when absent."""
-        return coerce_option(self.options[key]) if key in self.options else default
-
-    def constructor_kwargs(self, exclude: tuple[str, ...]) -> dict[str, Any]:
-        """Options other than `exclude`, converted to Python values, for the model constructor."""
-        return {k: coerce_option(v) for k, v in self.options.items() if k not in exclude}
-
-
-def coerce_option(value: str) -> Any:
-    """`none`/`null` -> None, `true`/`false` -> bool, then int, float, else the string."""
-    lowered = value.strip().lower()
-    if lowered in ("none", "null"):
-        return None
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            pass
-    return value
-
-
-def _bad_spec(spec: Any, problem: str) -> ValueError:
-    return ValueError(f"model spec {spec!r}: {problem}. Accepted forms:\n{ACCEPTED_FORMS}")
-
-
-def parse_bool_option(spec: Any, key: str, value: str) -> bool:
-    """A boolean option (`true|false|1|0|yes|no`); ValueError naming the spec otherwise."""
-    lowered = value.strip().lower()
-    if lowered in _TRUE:
-        return True
-    if lowered in _FALSE:
-        return False
-    raise _bad_spec(spec, f"option {key}={value!r} must be true or false")
-
-
-def split_spec(spec: Any, *, sources: tuple[str, ...], error) -> ModelSpec:
-    """`source:name?key=value&...` -> ModelSpec, with `error(spec, problem)` building the exception.
-
-    The source must be one of `sources`; the name is everything between the first ':' and the
-    first '?'. Repeated or empty options are errors. Shared by model and CLIP specs.
-    """
-    if isinstance(spec, ModelSpec):
-        return spec
-    if not isinstance(spec, str) or not spec.strip():
-        raise error(spec, "a spec must be a non-empty string")
-    source, colon, rest = spec.strip().partition(":")
-    source = source.strip().lower()
-    if not colon or source not in sources:
-        raise error(spec, f"it must start with one of {', '.join(s + ':' for s in sources)}")
-    name, _, query = rest.partition("?")
-    name = name.strip()
-    if not name:
-        raise error(spec, f"nothing follows '{source}:'")
-    options: dict[str, str] = {}
-    if query:
-        try:
-            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True)
-        except ValueError:
-            raise error(spec, f"options {query!r} are not key=value pairs joined by '&'") from None
-        for key, value in pairs:
-            if key in options:
-                raise error(spec, f"option {key!r} is given twice")
-            if not key or not value:
-                raise error(spec, f"option {key!r} has no value")
-            options[key] = value
-    return ModelSpec(source, name, options)
-
-
-def parse_model_spec(spec: str | ModelSpec) -> ModelSpec:
-    """Split `source:name?key=value&...` into a ModelSpec; ValueError listing the accepted forms.
-
-    The source is one of `torchvision`, `timm`, `checkpoint`; the name is everything between
-    the first ':' and the first '?'. Repeated or empty options are errors.
-    """
-    parsed = split_spec(spec, sources=SOURCES, error=_bad_spec)
-    if parsed.source != "checkpoint" and not set(parsed.name) <= _NAME_CHARS:
-        raise _bad_spec(spec, f"{parsed.name!r} is not a model name (letters, digits, '_', '.', '-')")
-    options = parsed.options
-    if parsed.source == "timm" and "pretrained" in options:
-        parse_bool_option(spec, "pretrained", options["pretrained"])
-    if parsed.source == "checkpoint":
-        if unknown := sorted(set(options) - {"strict"}):
-            raise _bad_spec(spec, f"checkpoint specs take only the option 'strict', not {unknown}")
-        if "strict" in options:
-            parse_bool_option(spec, "strict", options["strict"])
-    return parsed
-
-
-# -- downloads and caches -----------------------------------------------------------------
-
-def downloads_allowed(allow_download: bool | None = None) -> bool:
-    """Whether a missing weight file may be fetched: the argument, else not when
-    `WWW_OFFLINE` or `HF_HUB_OFFLINE` is set to a true value, else yes."""
-    if allow_download is not None:
-        return bool(allow_download)
-    for variable in ("WWW_OFFLINE", "HF_HUB_OFFLINE"):
-        if os.environ.get(variable, "").strip().lower() in _TRUE:
-            return False
-    return True
-
-
-def host_reachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
-    """True when a TCP connection to the URL's host opens within `timeout` seconds.
-
-    With an HTTP(S) proxy configured the probe cannot tell, so it answers True.
-    """
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
-        return True
-    parts = urlparse(url)
-    if not parts.hostname:
-        return False
-    port = parts.port or (80 if parts.scheme == "http" else 443)
-    try:
-        with socket.create_connection((parts.hostname, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def socket_timeout(seconds: float) -> Iterator[None]:
-    """Give sockets opened without a timeout (urllib downloads) this one, for the block."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(seconds)
-    try:
-        yield
-    finally:
-        socket.setdefaulttimeout(previous)
-
-
-def download_timeout_s() -> float:
-    """Socket timeout (seconds) for weight downloads: `$WWW_DOWNLOAD_TIMEOUT`, default 60."""
-    return float(os.environ.get("WWW_DOWNLOAD_TIMEOUT", "60"))
-
-
-@contextlib.contextmanager
-def quiet_library_errors() -> Iterator[None]:
-    """Silence library log records up to ERROR for the block (open_clip logs a cache miss as an
-    error before raising; the exception we raise instead says it better)."""
-    previous = logging.root.manager.disable
-    logging.disable(logging.ERROR)
-    try:
-        yield
-    finally:
-        logging.disable(previous)
-
-
-@contextlib.contextmanager
-def hub_offline() -> Iterator[None]:
-    """Hugging Face Hub in offline mode for the block: files come from the local cache only.
-
-    The hub client reads `HF_HUB_OFFLINE` once at import, so the module constant is switched
-    as well as the environment variable; both are restored afterwards.
-    """
-    import huggingface_hub.constants as hub_constants
-
-    previous_env = os.environ.get("HF_HUB_OFFLINE")
-    previous_constant = hub_constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = previous_constant
-        if previous_env is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = previous_env
-
-
-def hf_cache_dir() -> Path:
-    """The Hugging Face hub cache folder the hub client uses now."""
-    import huggingface_hub.constants as hub_constants
-
-    return Path(hub_constants.HF_HUB_CACHE)
-
-
-def hf_endpoint() -> str:
-    """The Hugging Face hub address the client talks to (`HF_ENDPOINT` or huggingface.co)."""
-    import huggingface_hub.constants as hub_constants
-
-    return getattr(hub_constants, "ENDPOINT", None) or "https://huggingface.co"
-
-
-_CACHE_MISS_NAMES = {"LocalEntryNotFoundError", "OfflineModeIsEnabled", "URLError", "EntryNotFoundError"}
-
-
-def is_cache_miss(error: BaseException) -> bool:
-    """Whether an exception (or one it was raised from) means "file not cached / no network"."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if type(current).__name__ in _CACHE_MISS_NAMES or isinstance(
-            current, (ConnectionError, TimeoutError, socket.timeout, FileNotFoundError)
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def weights_unavailable(spec: str, *, looked_in: str, reason: str, fetch: str, copy_hint: str,
-                        what: str = "pretrained weights for") -> ModelUnavailableError:
-    """The error for weights that are neither cached nor downloadable here: names the spec,
-    where it looked, why, the command that fetches them with internet, and where to put them."""
-    return ModelUnavailableError(
-        f"{what} {spec!r}: not available on this machine.\n"
-        f"  looked in: {looked_in}\n"
-        f"  reason: {reason}\n"
-        f"  to fetch them, run on a machine with internet:\n"
-        f"    {fetch}\n"
-        f"  then copy {copy_hint}"
-    )
-
-
-def download_refusal(allow_download: bool | None, url: str) -> str | None:
-    """Why a download must not be tried (None when it may be)."""
-    if not downloads_allowed(allow_download):
-        return "not in the local cache, and downloads are off (WWW_OFFLINE / HF_HUB_OFFLINE or allow_download=False)"
-    if not host_reachable(url):
-        return f"not in the local cache, and {urlparse(url).hostname} cannot be reached (no internet?)"
-    return None
-
-
-def _close_matches_message(kind: str, name: str, known: list[str], *, show_all: bool, how_to_list: str) -> str:
-    close = difflib.get_close_matches(name, known, n=8, cutoff=0.6)
-    message = f"unknown {kind} architecture {name!r}."
-    if close:
-        message += f" Close matches: {close}."
-    if show_all:
-        message += f" Known architectures: {sorted(known)}."
-    else:
-        message += f" {len(known)} architectures are known; list them with {how_to_list}."
-    return message
-
-
-# -- torchvision ----------------------------------------------------------------------------
 
 def _torchvision_weights(ms: ModelSpec, spec: str):
     """The torchvision weights enum member a spec asks for (None for random init)."""

@@ -1,0 +1,150 @@
+"""Configuration as observable sources, on the real definitions: an edited file re-runs exactly
+what reads it, through the same policy as everything else.
+
+Each case starts from a state where every configured partition is materialized (recorded as
+runless materializations, so no model is trained), edits one configuration file, syncs (which
+observes the changed source partitions, as `www materialize` and the registry sensor do) and lets
+automation settle, "running" each tick's requests the same way. It asserts the exact set of
+(asset, partition) requested, and that nothing was requested twice.
+"""
+
+import warnings
+
+import dagster as dg
+import pytest
+import yaml
+
+from www_assets import orchestration, runner, sources
+from www_assets.registry_sync import sync_partitions
+
+pytestmark = pytest.mark.filterwarnings("ignore::dagster.PreviewWarning", "ignore::dagster.BetaWarning")
+ASSETS_ONLY = dg.AssetSelection.all(include_sources=True) - dg.AssetSelection.all_asset_checks()
+
+MODEL_ASSETS = ["model_training", "probe_images", "predictions", "activations", "neuron_examples", "gradcam_crops",
+                "crop_examples", "clip_image_embeddings", "class_shapley", "sample_explanations",
+                "misprediction_detection", "rejection_curves"]
+PAIR_ASSETS = ["clip_text_embeddings", "concept_scores", "neuron_concepts", "neuron_galleries", "concept_eval",
+               "ablation_curves"]
+WORLD = ["world_scenes", "world_parts", "world_classes", "world_vocabulary"]
+
+
+def pair(model, concept_set):
+    return str(dg.MultiPartitionKey({"model": model, "concept_set": concept_set}))
+
+
+class Settled:
+    """The real definitions on an ephemeral instance where everything configured is materialized."""
+
+    def __init__(self):
+        from www_assets.definitions import defs
+
+        self.defs, self.instance, self.cursor = defs, dg.DagsterInstance.ephemeral(), None
+        self.session = orchestration.Session()
+        self.order, self.parents = runner.dependency_order(defs), runner.parents_of(defs)
+        sync_partitions(self.instance)
+        configured = orchestration.read_configured()
+        for key in self.order:
+            for entity, partition in sorted(runner.configured_entities(defs, configured), key=str):
+                if entity == key:
+                    self.report(key, partition)
+        assert self.tick() == set()  # the first evaluation: nothing to do
+
+    def report(self, key, partition):
+        self.instance.report_runless_asset_event(dg.AssetMaterialization(key, partition=partition))
+
+    def tick(self) -> set[tuple[str, str | None]]:
+        """One tick of the engine: its runs (`runner.requested_runs`), each "run" by recording a
+        materialization of its assets, run by run in the engine's order."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            orchestration.set_session(self.session)
+            try:
+                result = runner.evaluate(self.defs, self.instance, self.cursor, asset_selection=ASSETS_ONLY)
+            finally:
+                orchestration.set_session(None)
+        self.cursor = result.cursor
+        requested, deferred = set(), set()
+        for run in runner.requested_runs(result, self.order, self.parents, deferred):
+            for key in (k for k in self.order if k in run.assets):
+                self.report(key, run.partition_key)
+                requested.add((key.to_user_string(), None if run.partition_key is None else str(run.partition_key)))
+            self.session.forced -= {(k, run.partition_key) for k in run.assets | run.checks}
+        self.session.forced |= deferred  # as the engine does: asked for again next tick
+        return requested
+
+    def after_edit(self, max_ticks: int = 12) -> set[tuple[str, str | None]]:
+        """Sync (observing the edited source), then tick until nothing is requested."""
+        sync_partitions(self.instance)
+        seen: list = []
+        for _ in range(max_ticks):
+            requested = self.tick()
+            if not requested:
+                assert len(seen) == len(set(seen)), f"requested twice: {sorted(seen)}"
+                return set(seen)
+            seen += sorted(requested, key=str)
+        raise AssertionError(f"did not settle: {seen}")
+
+
+@pytest.fixture
+def settled(register_model, www_data_dir):
+    register_model("a", concept_sets=["s1", "s2"], probe_set="world:probe")
+    register_model("b", concept_sets=["s1"], probe_set="world:probe")
+    (www_data_dir / "world.yaml").write_text(yaml.safe_dump({"world": {"seed": 0, "n_train": 64},
+                                                             "clip": {"epochs": 1}}))
+    return Settled()
+
+
+def model_chain(model: str, concept_sets, assets=MODEL_ASSETS, pair_assets=PAIR_ASSETS) -> set:
+    return {(a, model) for a in assets} | {(a, pair(model, c)) for a in pair_assets for c in concept_sets}
+
+
+def test_editing_a_registry_file_reruns_exactly_that_models_partitions(settled, www_data_dir):
+    path = www_data_dir / "models" / "a.yaml"
+    entry = yaml.safe_load(path.read_text())
+    entry["layers"] = ["layer3", *entry["layers"]]
+    path.write_text(yaml.safe_dump(entry))
+    assert settled.after_edit() == model_chain("a", ["s1", "s2"]) | {("evaluation_summary", None)}
+    # a comment or a reordering reads the same: nothing runs
+    path.write_text("# the same model\n" + yaml.safe_dump(entry, sort_keys=False))
+    assert settled.after_edit() == set()
+
+
+def test_editing_world_yaml_reruns_the_world_or_its_clip_and_what_depends_on_them(settled, www_data_dir):
+    path = www_data_dir / "world.yaml"
+    # the clip section: the world CLIP and what reads its embeddings, not the world or the training
+    path.write_text(yaml.safe_dump({"world": {"seed": 0, "n_train": 64}, "clip": {"epochs": 2}}))
+    clip_readers = ["clip_image_embeddings", "sample_explanations", "misprediction_detection", "rejection_curves"]
+    expected = {("world_clip", None), ("evaluation_summary", None)}
+    for model, sets in (("a", ["s1", "s2"]), ("b", ["s1"])):
+        expected |= model_chain(model, sets, assets=clip_readers)
+    assert settled.after_edit() == expected
+    # the world section: everything of every world model
+    path.write_text(yaml.safe_dump({"world": {"seed": 1, "n_train": 64}, "clip": {"epochs": 2}}))
+    everything = {(a, None) for a in [*WORLD, "world_clip", "evaluation_summary"]}
+    everything |= model_chain("a", ["s1", "s2"]) | model_chain("b", ["s1"])
+    assert settled.after_edit() == everything
+
+
+def test_editing_a_concept_set_reruns_its_pairs(settled, www_data_dir):
+    path = www_data_dir / "concept_sets.yaml"
+    sets = yaml.safe_load(path.read_text())
+    sets["s2"] = "file:other-concepts.txt"
+    path.write_text(yaml.safe_dump(sets))
+    expected = {(a, pair("a", "s2")) for a in PAIR_ASSETS}
+    expected |= {(a, "a") for a in ["sample_explanations", "misprediction_detection", "rejection_curves"]}
+    assert settled.after_edit() == expected | {("evaluation_summary", None)}
+    # the list file a `file:` spec names is read too
+    (www_data_dir / "other-concepts.txt").write_text("red\nblue\n")
+    assert settled.after_edit() == expected | {("evaluation_summary", None)}
+
+
+def test_source_versions_hash_what_each_partition_reads(register_model, www_data_dir):
+    register_model("a", concept_sets=["s1"])
+    before = sources.registry_versions()
+    (www_data_dir / "models" / "a.yaml").write_text("# note\n" + (www_data_dir / "models" / "a.yaml").read_text())
+    assert sources.registry_versions() == before  # comments do not count
+    (www_data_dir / "world.yaml").write_text("world: {seed: 1}\nclip: {epochs: 1}\n")
+    world = sources.world_versions()
+    (www_data_dir / "world.yaml").write_text("world: {seed: 1}\nclip: {epochs: 2}\n")
+    changed = sources.world_versions()
+    assert changed["world"] == world["world"] and changed["clip"] != world["clip"]
