@@ -29,7 +29,12 @@ import torch
 import torchvision
 
 from www_assets.methods.hint import (
-    random_orders, layer_gradients, linear_link_shapley, modified_huber_proba, position_saliency, sampled_shapley,
+    layer_gradients,
+    linear_link_shapley,
+    modified_huber_proba,
+    position_saliency,
+    random_orders,
+    sampled_shapley,
 )
 
 

@@ -11,7 +11,6 @@ from torch import nn
 
 from www_assets.methods import hint
 
-
 # --- the concept hierarchy -----------------------------------------------------------------------
 
 

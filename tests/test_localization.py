@@ -10,7 +10,11 @@ import pytest
 import torch
 
 from www_assets.methods.localization import (
-    area_share, boxes_mask, pointing_hits, positive_mass_inside, region_share_inside,
+    area_share,
+    boxes_mask,
+    pointing_hits,
+    positive_mass_inside,
+    region_share_inside,
 )
 
 

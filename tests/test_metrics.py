@@ -17,7 +17,6 @@ from www_assets.methods.metrics import (
     paired_t_test,
 )
 
-
 # --- normalise_concept -------------------------------------------------------------
 
 

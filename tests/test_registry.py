@@ -10,7 +10,13 @@ import pytest
 from www_resources import cli
 from www_resources.probes import ProbeSetError, open_probe_set
 from www_resources.registry import (
-    MODEL_FIELDS, RegistryError, check_layers, get_model, load_concept_sets, parse_model_file, scan_models,
+    MODEL_FIELDS,
+    RegistryError,
+    check_layers,
+    get_model,
+    load_concept_sets,
+    parse_model_file,
+    scan_models,
 )
 
 GOOD = """

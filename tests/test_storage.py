@@ -1,6 +1,5 @@
 """Warehouse and catalog: round trip, schemas, crash atomicity, concurrent writers and a reader."""
 
-import json
 import os
 import signal
 import subprocess

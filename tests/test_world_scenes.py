@@ -21,7 +21,6 @@ from www_resources.world import (
 from www_resources.world.scenes import (
     BACKGROUND_PHRASES,
     BACKGROUND_RGB,
-    CLASS_BY_NAME,
     COLOURS,
     MIN_CONTRAST,
     _Layout,

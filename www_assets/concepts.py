@@ -318,7 +318,11 @@ def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, 
     """
     from www_assets.methods.concept_scoring import METHODS, ConceptInputs, score_concepts
     from www_assets.methods.scoring_inputs import (
-        example_index, full_view_activations, score_frame, scoring_inputs, selection_frame,
+        example_index,
+        full_view_activations,
+        score_frame,
+        scoring_inputs,
+        selection_frame,
     )
     from www_assets.probe import activation_matrix
 

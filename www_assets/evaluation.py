@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from www_assets.common import image_markdown, model_entry, table_metadata
-from www_assets.methods.concept_scoring import MAJOR_ALPHA
 from www_assets.methods.concept_eval import METRICS, evaluate_selections, summarize_concept_eval
+from www_assets.methods.concept_scoring import MAJOR_ALPHA
 from www_assets.methods.report import LayerRoles, results_by_role
 from www_assets.partitions import model_concepts
 from www_resources.dagster_resources import TorchDevice, WarehouseResource

@@ -96,7 +96,6 @@ def _sample(manifest: pd.DataFrame, per_class: int, seed: int, classes: set[int]
 
 def _position_features(model, layer_name: str, probe, rows: pd.DataFrame, batch_size: int):
     """(N, P, D) position vectors of the layer for the given manifest rows, and the grid (h, w)."""
-    import torch
 
     from www_assets.methods.hint import position_grid
 
@@ -168,7 +167,11 @@ def responsible_regions(context: dg.AssetExecutionContext, config: RegionsConfig
     import torch
 
     from www_assets.methods.hint import (
-        choose_hint_layer, concept_objective, hint_layer_candidates, layer_gradients, position_saliency,
+        choose_hint_layer,
+        concept_objective,
+        hint_layer_candidates,
+        layer_gradients,
+        position_saliency,
     )
     from www_resources.probes import open_probe_set
 
@@ -388,7 +391,12 @@ def concept_localization(context: dg.AssetExecutionContext, config: Localization
     from www_assets.figures.hint import level_maps_figure
     from www_assets.methods.gradcam import gradcam
     from www_assets.methods.hint import (
-        box_from_mask, box_iou, modified_huber_proba, top_neurons_by_share, train_concept_classifier, upsample_maps,
+        box_from_mask,
+        box_iou,
+        modified_huber_proba,
+        top_neurons_by_share,
+        train_concept_classifier,
+        upsample_maps,
     )
     from www_resources.probes import open_probe_set
 

@@ -5,8 +5,8 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from www_assets.methods.localization import PART_NEURON, localization_summary
 from www_assets.common import Progress, image_markdown, model_entry, table_metadata
+from www_assets.methods.localization import PART_NEURON, localization_summary
 from www_assets.partitions import models
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
 
@@ -38,7 +38,7 @@ def localization_eval(context: dg.AssetExecutionContext, config: LocalizationCon
     concept region and of its map lies in that part's boxes. `box_share` is the chance level."""
     import torch
 
-    from www_assets.explanations import major_concepts_by_neuron, class_matrix_of
+    from www_assets.explanations import class_matrix_of, major_concepts_by_neuron
     from www_assets.figures.explanations import localization_figure
     from www_assets.methods.explanation import explain_batch
     from www_assets.methods.gradcam import gradcam
@@ -116,7 +116,11 @@ def _part_neuron_rows(ex, ids, correct, concepts, part_names, part_boxes, scale,
 
     from www_assets.methods.heatmaps import region_masks
     from www_assets.methods.localization import (
-        area_share, boxes_mask, pointing_hits, positive_mass_inside, region_share_inside,
+        area_share,
+        boxes_mask,
+        pointing_hits,
+        positive_mass_inside,
+        region_share_inside,
     )
 
     picked = []  # (row in batch, neuron, part, map)

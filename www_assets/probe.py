@@ -8,7 +8,7 @@ import pandas as pd
 
 from www_assets.common import Progress, model_entry, table_metadata
 from www_assets.partitions import models
-from www_resources.dagster_resources import TorchDevice, WarehouseResource
+from www_resources.dagster_resources import TorchDevice
 
 WORLD_DEPS = ["world_scenes", "model_training"]
 

@@ -162,7 +162,11 @@ def world_clip(context: dg.AssetExecutionContext, config: ClipTrainingConfig, wa
     import time
 
     from www_resources.world import (
-        ATTRIBUTES, attribute_retrieval_accuracy, fit_world_clip, save_clip_checkpoint, zero_shot_accuracy,
+        ATTRIBUTES,
+        attribute_retrieval_accuracy,
+        fit_world_clip,
+        save_clip_checkpoint,
+        zero_shot_accuracy,
     )
 
     train_images, _ = _split("train")

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, NullLocator
 
-from www_assets.methods.tables import METRIC_LABELS, order_metrics, order_methods, method_label
+from www_assets.methods.tables import METRIC_LABELS, method_label, order_methods, order_metrics
 
 _SWEEP_COLUMNS = ("method", "metric", "mean", "stderr")
 _BEST_COLOUR = "tab:red"

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .models import build_world_clip, to_model_input
-from .scenes import BACKGROUND_PHRASES, BACKGROUNDS, COLOUR_NAMES, CLASS_BY_NAME, TEXTURES, SUPERCLASS_PARENT
+from .scenes import BACKGROUND_PHRASES, BACKGROUNDS, CLASS_BY_NAME, COLOUR_NAMES, SUPERCLASS_PARENT, TEXTURES
 
 Log = Callable[[str], None] | None
 
