@@ -2,14 +2,14 @@
 
 import dagster as dg
 
-from www_assets import concepts, evaluation, explanations, probe, world
+from www_assets import class_concepts, concepts, evaluation, explanations, probe, world
 from www_assets.checks import table_checks
 from www_assets.orchestration import (
     automation_sensor, build_refresh_schedule, model_registry_sensor, refresh_stale_job, with_automation,
 )
 from www_resources.dagster_resources import ParquetIOManager, TorchDevice, WarehouseResource
 
-ASSET_MODULES = [world, probe, concepts, explanations, evaluation]
+ASSET_MODULES = [world, probe, concepts, explanations, evaluation, class_concepts]
 
 # every asset gets the one automation policy of www_assets/orchestration.py
 assets = with_automation(dg.load_assets_from_modules(ASSET_MODULES))

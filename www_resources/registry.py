@@ -18,6 +18,7 @@ A registry file names everything the pipeline needs to explain one model:
     class_set: world:train           # class Shapley matrix
     concept_sets: [world, world-distractors]
     clip: checkpoint:artifacts/models/world-clip.pt    # or openclip:ViT-B-32?pretrained=openai
+    class_concepts: {layer: blocks.2, compare_layers: [blocks.1, blocks.2], pairs: all}   # optional
 
 Relative paths inside specs resolve against the data folder. Every error names the file and the
 field, and says what to write instead.
@@ -44,7 +45,7 @@ WORLD_PREPROCESSING = "world"
 _REQUIRED = ("name", "model", "layers", "head", "spatial_layer", "probe_set", "concept_sets", "clip")
 _KNOWN = set(_REQUIRED) | {
     "architecture", "train", "final_layer", "token_pooling", "preprocessing", "explain_set",
-    "class_set", "description",
+    "class_set", "description", "class_concepts",
 }
 
 
@@ -69,6 +70,7 @@ class ModelEntry:
     explain_set: str | None = None
     class_set: str | None = None
     description: str = ""
+    class_concepts: dict[str, Any] = field(default_factory=dict)  # layer, compare_layers, pairs
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -129,6 +131,9 @@ def parse_model_file(path: Path) -> ModelEntry:
             raise _fail(path, "'train' must be a mapping with kind: cnn or kind: vit")
         if not data["model"].startswith("checkpoint:"):
             raise _fail(path, "a model with 'train' must have model: checkpoint:<where to save it>")
+    class_concepts = data.get("class_concepts") or {}
+    if not isinstance(class_concepts, dict) or set(class_concepts) - {"layer", "compare_layers", "pairs"}:
+        raise _fail(path, "'class_concepts' must be a mapping with keys among layer, compare_layers, pairs")
     pre = data.get("preprocessing", WORLD_PREPROCESSING)
     if pre != WORLD_PREPROCESSING:
         if not isinstance(pre, dict) or "size" not in pre:
@@ -151,6 +156,7 @@ def parse_model_file(path: Path) -> ModelEntry:
         explain_set=data.get("explain_set"),
         class_set=data.get("class_set"),
         description=data.get("description", ""),
+        class_concepts=class_concepts,
         raw=data,
     )
 
