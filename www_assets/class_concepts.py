@@ -266,7 +266,8 @@ def class_concept_analysis(context: dg.AssetExecutionContext, config: ClassConce
                    [("contrast", a, b, f.basis) for (a, b), (f, _, _) in contrasts.items()]
     crop_rows, tests, figures = [], [], []
     boxes = bank.boxes().numpy()
-    stitch_size = model.pre.size if model.num_prefix_tokens or bank.vectors[layer].shape[0] == 0 else None
+    # CNNs take the stacked strip as it is (as in the paper); a ViT's token grid needs its square input
+    stitch_size = model.pre.size if model.num_prefix_tokens else None
     progress = Progress(context, "class concepts: crops and prediction tests")
     for number, (kind, a, b, basis) in enumerate(explanations):
         sim = cc.concept_similarities(basis, bank.vectors[layer])
@@ -607,8 +608,10 @@ def class_concept_truth(context: dg.AssetExecutionContext, config: TruthConfig, 
 
     entry = model_entry(context)
     if not entry.is_world_model:
+        from www_resources.tables import TABLES
+
         context.log.info(f"{entry.name} is not a world model: no planted truth to score against")
-        return None
+        return pd.DataFrame(columns=list(TABLES["class_concept_truth"].columns))
     scenes = warehouse.read("world_scenes").set_index("image_id")
     parts = warehouse.read("world_parts")
     classes = warehouse.read("world_classes")

@@ -333,7 +333,7 @@ def evaluation_summary(context: dg.AssetExecutionContext, warehouse: WarehouseRe
 
 
 def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, clip: pd.DataFrame | None = None,
-                   detection: pd.DataFrame | None = None, heading_level: int = 3) -> str:
+                   detection: pd.DataFrame | None = None, heading_level: int = 3, class_concepts: dict | None = None) -> str:
     """The README's results: the trained models' accuracy against their targets, the main
     concept-discovery tables per layer role with the winner sentences (the ablation tables, which
     regroup the same rows, stay in data/artifacts/results.md and the UI), and misprediction
@@ -365,4 +365,7 @@ def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, 
                              f"(AUROC {max(by_score['heatmap_similarity'], by_score['msp']):.4f} vs "
                              f"{min(by_score['heatmap_similarity'], by_score['msp']):.4f}).")
         parts.append("")
+    from www_assets.methods.class_concepts import results_markdown as class_concept_results
+
+    parts += [class_concept_results(class_concepts, heading_level)] if class_concepts else []
     return "\n".join(parts)

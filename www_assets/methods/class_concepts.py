@@ -265,47 +265,55 @@ class PairClassifiers:
     accuracy: Tensor  # (P,) training accuracy (threshold 0.5)
 
 
-def _pair_batches(by_class: Sequence[Tensor], pairs: Sequence[tuple[int, int]]):
-    """Padded (P, N, C) samples, labels and a mask for pairs (a, b) of class position sets."""
-    sizes = [len(by_class[a]) + len(by_class[b]) for a, b in pairs]
-    n, c = max(sizes), by_class[pairs[0][0]].shape[1]
-    x = torch.zeros(len(pairs), n, c)
-    y = torch.zeros(len(pairs), n)
-    mask = torch.zeros(len(pairs), n)
+def _memberships(pairs: Sequence[tuple[int, int]]) -> dict[int, tuple[Tensor, Tensor]]:
+    """For every class: the pairs it takes part in and its label there (1 as A, 0 as B)."""
+    members: dict[int, tuple[list, list]] = {}
     for p, (a, b) in enumerate(pairs):
-        na, nb = len(by_class[a]), len(by_class[b])
-        x[p, :na], x[p, na:na + nb] = by_class[a], by_class[b]
-        y[p, :na] = 1.0
-        mask[p, :na + nb] = 1.0
-    return x, y, mask
+        members.setdefault(a, ([], []))[0].append(p), members[a][1].append(1.0)
+        members.setdefault(b, ([], []))[0].append(p), members[b][1].append(0.0)
+    return {c: (torch.tensor(i), torch.tensor(y)) for c, (i, y) in members.items()}
 
 
 def train_pairwise_classifiers(by_class: Sequence[Tensor], pairs: Sequence[tuple[int, int]], epochs: int = 100,
-                               lr: float = 0.01, pairs_per_batch: int = 256) -> PairClassifiers:
+                               lr: float = 0.01, pairs_per_batch: int = 4096) -> PairClassifiers:
     """One logistic classifier per pair (a, b): label 1 for the position vectors of class a,
     0 for those of class b, weights and bias from zero, full-batch gradient descent on the mean
     binary cross-entropy (what SGD does with the whole set as one batch), `epochs` steps of
-    size `lr`. All pairs of a batch train together: every step is two batched matrix products.
-    The gradient of the mean BCE is X^T (sigmoid(Xw + b) - y) / N, exactly what autograd gives
-    for one pair alone."""
+    size `lr`.
+
+    All pairs of a block train together. A class's positions X_c take part in every pair that
+    contains c, so each step does, per class, one matrix product X_c W_c^T with the weights of
+    all those pairs and one X_c^T R_c for their gradients (R = (sigmoid(z) - y) / N_pair): the
+    gradient X^T (sigmoid(Xw + b) - y) / N of each pair, exactly what autograd gives for the
+    pair alone, with the class's data read once for all its pairs."""
     for a, b in pairs:
+        if a == b:
+            raise ClassConceptError(f"pair ({a}, {b}) contrasts a class with itself")
         if not len(by_class[a]) or not len(by_class[b]):
             raise ClassConceptError(f"pair ({a}, {b}): a class has no positions to train on")
     weights, biases, accs = [], [], []
     for start in range(0, len(pairs), pairs_per_batch):
         chunk = list(pairs[start:start + pairs_per_batch])
-        x, y, mask = _pair_batches(by_class, chunk)
-        count = mask.sum(1)
-        w = torch.zeros(len(chunk), x.shape[2])
+        members = _memberships(chunk)
+        data = {c: by_class[c].float() for c in members}
+        count = torch.tensor([len(by_class[a]) + len(by_class[b]) for a, b in chunk], dtype=torch.float32)
+        channels = data[chunk[0][0]].shape[1]
+        w = torch.zeros(len(chunk), channels)
         b = torch.zeros(len(chunk))
         for _ in range(epochs):
-            z = torch.bmm(x, w[:, :, None])[..., 0] + b[:, None]
-            residual = (torch.sigmoid(z) - y) * mask / count[:, None]
-            w -= lr * torch.bmm(residual[:, None, :], x)[:, 0]
-            b -= lr * residual.sum(1)
-        z = torch.bmm(x, w[:, :, None])[..., 0] + b[:, None]
-        correct = ((z > 0).float() == y).float() * mask
-        weights.append(w), biases.append(b), accs.append(correct.sum(1) / count)
+            grad_w, grad_b = torch.zeros_like(w), torch.zeros_like(b)
+            for c, (index, label) in members.items():
+                z = data[c] @ w[index].T + b[index]  # (n_c, pairs of c)
+                residual = (torch.sigmoid(z) - label) / count[index]
+                grad_w.index_add_(0, index, residual.T @ data[c])
+                grad_b.index_add_(0, index, residual.sum(0))
+            w -= lr * grad_w
+            b -= lr * grad_b
+        correct = torch.zeros(len(chunk))
+        for c, (index, label) in members.items():
+            z = data[c] @ w[index].T + b[index]
+            correct.index_add_(0, index, ((z > 0).float() == label).float().sum(0))
+        weights.append(w), biases.append(b), accs.append(correct / count)
     return PairClassifiers(torch.cat(weights), torch.cat(biases), torch.cat(accs))
 
 
@@ -531,6 +539,8 @@ def truth_table(crops, parts, scenes, classes, part_share: float = 0.5, backgrou
 # ---------------------------------------------------------------------------------------------
 # the README's results section
 
+RESULT_TABLES = ("prediction_test", "class_concepts", "class_contrasts", "shifting_test", "class_concept_truth",
+                 "class_concept_comparison", "world_classes")
 PAPER_PREDICTION_TEST = {  # ResNet-50 (torchvision), layer4.2, all 1000 classes: tables 1 and 2
     "allow": (0.981, 0.996), "exclude": (0.892, 0.911)}
 PAPER_SHIFTING = (0.000, 0.995)  # table 3, ResNet-50 layer4.2: default and shifted softmax of A
