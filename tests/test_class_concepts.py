@@ -233,3 +233,39 @@ def test_crop_truth_reads_parts_and_background_from_the_boxes():
     # crop 2 holds 100 of the cargo box's 400 px: less than half
     assert shown == [["wheel"], []]
     assert background == [None, "snow"]  # crop 1 is mostly object, crop 2 has no object at all
+
+
+def test_results_section_reports_the_means_beside_the_paper():
+    tests = pd.DataFrame({
+        "model": "m", "kind": ["class"] * 4 + ["contrast"] * 2, "class_id": [0, 0, 1, 1, 0, 0],
+        "other_id": [-1, -1, -1, -1, 1, 1], "variant": ["allow", "exclude"] * 3,
+        "softmax_target": [0.9, 0.5, 0.7, 0.1, 0.8, 0.2], "passed": [True, True, True, False, True, False]})
+    shifting = pd.DataFrame({"model": "m", "class_id": 0, "other_id": 1, "offset": [0.0, 1.0, 2.0],
+                             "mean_softmax_target": [0.01, 0.6, 0.4]})
+    contrasts = pd.DataFrame({"model": "m", "class_id": [0], "other_id": [1], "classifier_accuracy": [0.75]})
+    concepts = pd.DataFrame({"model": "m", "layer": ["layer4"]})
+    text = cc.results_markdown({"prediction_test": tests, "shifting_test": shifting, "class_contrasts": contrasts,
+                                "class_concepts": concepts})
+    # allowing: mean(0.9, 0.7) = 0.8, both passed; excluding: mean(0.5, 0.1) = 0.3, one of two
+    assert "| `m` | layer4 | 0.800 | 100.0% | 0.300 | 50.0% | 2 |" in text
+    assert "| paper: ResNet-50 (1000 classes) | layer4.2 | 0.981 | 99.6% | 0.892 | 91.1% | 1000 |" in text
+    # contrast: one pair; shifting default 0.01 and best 0.6
+    assert "| `m` | 1 | 0.750 | 0.800 | 100.0% | 0.200 | 0.0% | 0.010 | 0.600 |" in text
+    assert cc.results_markdown({}) == ""
+
+
+def test_deeplift_runs_through_blocks_that_reuse_their_relu():
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    baseline = torch.zeros(1, 3, 32, 32)
+    # layer3's attribution passes layer4's BasicBlock, whose relu runs twice per forward pass
+    attribution = cc.layer_attribution(net, net.layer3, x, torch.tensor([0, 2]), "deeplift", baseline)
+    assert attribution.shape == (2, 256, 2, 2) and torch.isfinite(attribution).all()
+    # DeepLift's completeness: the attributions sum to the logit difference to the baseline,
+    # as the copy computes the same function
+    with torch.no_grad():
+        delta = net(x)[[0, 1], [0, 2]] - net(baseline.expand(2, -1, -1, -1))[[0, 1], [0, 2]]
+    assert torch.allclose(attribution.sum(dim=(1, 2, 3)), delta, rtol=1e-3, atol=1e-3)

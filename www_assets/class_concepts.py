@@ -144,6 +144,8 @@ def _attribution_pass(context, model, bank: _Bank, rows: np.ndarray, layer: str,
     size = model.pre.size
     baseline = white_baseline(model.to_input, size, size)
     acts, scores = [], []
+    if not len(rows):
+        return torch.zeros(0, 0, 0), torch.zeros(0, 0)
     progress = Progress(context, f"class concepts: attribution at {layer}")
     for start in range(0, len(rows), batch_size):
         part = rows[start:start + batch_size]
@@ -171,12 +173,21 @@ def _prediction(model, image: np.ndarray, target: int, other: int | None):
     return float(prob[target]), (float(prob[other]) if other is not None and other >= 0 else np.nan), int(prob.argmax())
 
 
+ASSET_NAMES = ("class_concepts", "class_contrasts", "class_concept_crops", "prediction_test", "shifting_test",
+               "class_concept_comparison")
+
+
+def _empty(table: str) -> pd.DataFrame:
+    from www_resources.tables import TABLES
+
+    return pd.DataFrame(columns=list(TABLES[table].columns))
+
+
 @dg.multi_asset(
     partitions_def=models,
     outs={
         name: dg.AssetOut(code_version="1", kinds={"pytorch", "parquet"}, group_name="why_class")
-        for name in ("class_concepts", "class_contrasts", "class_concept_crops", "prediction_test",
-                     "shifting_test", "class_concept_comparison")
+        for name in ASSET_NAMES
     },
     ins={
         "probe_images": dg.AssetIn(),
@@ -223,10 +234,15 @@ def class_concept_analysis(context: dg.AssetExecutionContext, config: ClassConce
     chosen = np.concatenate([r for r in rows_by_class.values()]) if k else np.zeros(0, int)
     acts, scores = _attribution_pass(context, model, bank, chosen, layer, config, device.batch_size)
     where = {int(r): i for i, r in enumerate(chosen)}
-    if float(scores.abs().max()) == 0.0:
-        raise ValueError(f"the attribution at layer {layer} is zero at every position: the logits do not depend on "
-                         f"its spatial positions (a ViT whose head reads only the class token after the final norm); "
-                         f"set class_concepts.layer in {entry.source_file} to a block before the last one")
+    if not len(scores) or float(scores.abs().max()) == 0.0:
+        message = (f"the attribution at layer {layer} is zero at every position (or no image was attributed): the "
+                   f"logits do not depend on its spatial positions (e.g. a ViT whose head reads only the class token "
+                   f"after the last block); set class_concepts.layer in {entry.source_file} to a block before the "
+                   f"last one. Nothing was explained.")
+        context.log.error(message)
+        for name in ASSET_NAMES:
+            yield dg.Output(_empty(name), name, metadata={"rows": 0, "problem": message})
+        return
     kept, strict, all_positions = {}, {}, {}
     for c, rows in rows_by_class.items():
         idx = [where[int(r)] for r in rows]
@@ -350,7 +366,8 @@ def class_concept_analysis(context: dg.AssetExecutionContext, config: ClassConce
     summary = prediction_test.groupby(["kind", "variant"]).agg(
         average_softmax=("softmax_target", "mean"), passed=("passed", "mean"), n=("passed", "size")).reset_index()
     pictures = {f"concepts {s}": dg.MetadataValue.md(image_markdown(p, s)) for s, p in _ui_pictures(shown, entry, names, config)}
-    skipped = {str(key if isinstance(key, int) else f"{names[key[0]]} over {names[key[1]]}"): v for key, v in errors.items()}
+    skipped = {(names[key] if isinstance(key, int) else f"{names[key[0]]} over {names[key[1]]}"): v
+               for key, v in errors.items()}
     yield dg.Output(concepts, "class_concepts", metadata={
         **table_metadata(concepts.drop(columns=["basis"])), "layer": layer, "skipped": dg.MetadataValue.json(skipped)})
     yield dg.Output(contrast_table, "class_contrasts", metadata=table_metadata(contrast_table.drop(columns=["basis"])))
@@ -608,10 +625,8 @@ def class_concept_truth(context: dg.AssetExecutionContext, config: TruthConfig, 
 
     entry = model_entry(context)
     if not entry.is_world_model:
-        from www_resources.tables import TABLES
-
         context.log.info(f"{entry.name} is not a world model: no planted truth to score against")
-        return pd.DataFrame(columns=list(TABLES["class_concept_truth"].columns))
+        return _empty("class_concept_truth")
     scenes = warehouse.read("world_scenes").set_index("image_id")
     parts = warehouse.read("world_parts")
     classes = warehouse.read("world_classes")

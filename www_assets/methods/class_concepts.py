@@ -126,6 +126,7 @@ def layer_attribution(model: nn.Module, layer: nn.Module, inputs: Tensor, target
     if baseline is None:
         raise ValueError(f"attribution {method!r} needs a baseline image")
     baselines = baseline.expand(inputs.shape[0], -1, -1, -1)
+    model, layer = deeplift_ready(model, layer, inputs[:1])
     with warnings.catch_warnings():  # captum warns that it sets requires_grad on the inputs
         warnings.simplefilter("ignore", UserWarning)
         deeplift = LayerDeepLift(model, layer)
@@ -134,6 +135,52 @@ def layer_attribution(model: nn.Module, layer: nn.Module, inputs: Tensor, target
         return NoiseTunnel(deeplift).attribute(
             inputs, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=nt_std,
             nt_samples_batch_size=max(1, nt_samples // 4), baselines=baselines, target=target).detach()
+
+
+class PlainReLU(nn.Module):
+    """max(x, 0) that captum's DeepLift does not treat as a DeepLift non-linearity: the
+    gradient passes it unchanged."""
+
+    def forward(self, x):
+        return torch.relu(x)
+
+
+_DEEPLIFT_READY: dict[int, tuple] = {}
+
+
+def deeplift_ready(model: nn.Module, layer: nn.Module, example: Tensor) -> tuple[nn.Module, nn.Module]:
+    """The model and layer as captum's DeepLift can take them. DeepLift's rescale rule needs
+    each ReLU module to run once per forward pass; torchvision's BasicBlock and Bottleneck call
+    their `relu` two or three times, which captum refuses. A copy of the model gets a PlainReLU
+    in place of every ReLU module called more than once (the gradient passes those unchanged;
+    single-use ReLUs keep the rescale rule); models without reused ReLUs come back unchanged.
+    The copy is kept per model object."""
+    import copy
+    import weakref
+
+    key = id(model)
+    if key in _DEEPLIFT_READY and _DEEPLIFT_READY[key][0]() is model:
+        _, ready, names = _DEEPLIFT_READY[key]
+        return ready, ready.get_submodule(names[layer]) if names[layer] else ready
+    calls: dict[str, int] = {}
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n: calls.__setitem__(n, calls.get(n, 0) + 1))
+               for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    reused = [n for n, c in calls.items() if c > 1]
+    names = {m: n for n, m in model.named_modules()}
+    ready = model
+    if reused:
+        ready = copy.deepcopy(model)
+        for name in reused:
+            parent, _, attribute = name.rpartition(".")
+            setattr(ready.get_submodule(parent) if parent else ready, attribute, PlainReLU())
+    _DEEPLIFT_READY[key] = (weakref.ref(model), ready, {m: names[m] for m in names})
+    return ready, ready.get_submodule(names[layer]) if names[layer] else ready
 
 
 def attribution_scores(attribution: Tensor) -> Tensor:
