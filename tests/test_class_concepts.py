@@ -269,3 +269,29 @@ def test_deeplift_runs_through_blocks_that_reuse_their_relu():
     with torch.no_grad():
         delta = net(x)[[0, 1], [0, 2]] - net(baseline.expand(2, -1, -1, -1))[[0, 1], [0, 2]]
     assert torch.allclose(attribution.sum(dim=(1, 2, 3)), delta, rtol=1e-3, atol=1e-3)
+
+
+def test_truth_table_by_hand():
+    classes = pd.DataFrame({"class_id": [0, 1, 2], "name": ["car", "truck", "rabbit"],
+                            "parts": [["wheel"], ["wheel", "cargo box"], ["ear"]],
+                            "confusable_with": ["truck", "car", None], "spurious_background": [None, None, "snow"]})
+    scenes = pd.DataFrame({"background": ["road", "snow"], "box_x0": [0, 0], "box_y0": [0, 0], "box_x1": [30, 10],
+                           "box_y1": [30, 10]}, index=["t", "r"])
+    parts = pd.DataFrame({"image_id": ["t", "t", "r"], "part": ["wheel", "cargo box", "ear"],
+                          "x0": [0, 20, 0], "y0": [0, 0, 0], "x1": [10, 30, 5], "y1": [10, 10, 5]})
+    box = lambda x0, y0: {"box_x0": x0, "box_y0": y0, "box_x1": x0 + 10, "box_y1": y0 + 10}
+    crops = pd.DataFrame([
+        {"kind": "contrast", "class_id": 1, "other_id": 0, "variant": "allow", "image_id": "t", **box(20, 0)},
+        {"kind": "contrast", "class_id": 1, "other_id": 0, "variant": "allow", "image_id": "t", **box(0, 0)},
+        {"kind": "class", "class_id": 1, "other_id": -1, "variant": "allow", "image_id": "t", **box(0, 0)},
+        {"kind": "class", "class_id": 2, "other_id": -1, "variant": "allow", "image_id": "r", **box(40, 40)},
+        {"kind": "class", "class_id": 2, "other_id": -1, "variant": "allow", "image_id": "r", **box(0, 0)},
+    ])
+    table = cc.truth_table(crops, parts, scenes, classes).set_index(["kind", "class_id"])
+    contrast, truck, rabbit = table.loc[("contrast", 1)], table.loc[("class", 1)], table.loc[("class", 2)]
+    assert contrast["distinguishing_parts"] == ["cargo box"] and contrast["distinguishing_share"] == 0.5
+    assert contrast["parts_covered"] == ["cargo box", "wheel"] and contrast["part_coverage"] == 1.0
+    assert truck["distinguishing_share"] == 0.0 and truck["part_coverage"] == 0.5  # only the wheel
+    assert rabbit["background"] == "snow" and rabbit["background_share"] == 0.5  # one crop off the object
+    assert np.isnan(rabbit["distinguishing_share"])
+    assert truck["background"] == "snow" and truck["background_share"] == 0.0  # the world's cue as baseline

@@ -667,13 +667,11 @@ def results_markdown(tables: dict, heading_level: int = 3) -> str:
             single_t = g[g["kind"] == "class"]
             cover = {v: single_t[single_t["variant"] == v]["part_coverage"].mean() for v in ("allow", "exclude")}
             allow = single_t[single_t["variant"] == "allow"]
-            cue_rows = allow[allow["background"].notna()]
-            spurious = cue_rows.groupby("background").head(len(cue_rows))
             spurious_class = _spurious_rows(tables, model, allow)
             spur = ", ".join(f"{r.class_name} on {r.background}: {_fmt(r.background_share)}"
                              for r in spurious_class.itertuples())
             others = allow[~allow["class_id"].isin(spurious_class["class_id"])]["background_share"].mean() \
-                if len(spurious) else float("nan")
+                if len(spurious_class) else float("nan")
             contrast_t = g[(g["kind"] == "contrast") & (g["variant"] == "allow") & g["distinguishing_share"].notna()]
             pair_cells, single_cells = [], []
             for r in contrast_t.itertuples():
