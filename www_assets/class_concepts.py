@@ -468,7 +468,7 @@ def _comparison(context, model, bank, layers, config, names, batch_size, crop_im
         sim = cc.concept_similarities(basis, bank.vectors[layer])
         out = []
         for variant, exclude in (("allow", False), ("exclude", True)):
-            picks = cc.top_crops(sim, 1, a, crop_image, bank.pred, bank.predict_crops, exclude)
+            picks = cc.top_crops(sim, 1, a, crop_image, bank.pred, bank.predict_crops, exclude, step=4)
             firsts = [index[0] for index, _ in picks if len(index)]
             if len(firsts) < len(picks):
                 out.append((variant, np.nan, False))
