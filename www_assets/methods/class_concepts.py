@@ -659,7 +659,7 @@ def results_markdown(tables: dict, heading_level: int = 3) -> str:
                 "Share of the class's parts covered by its concepts' crops (mean over classes); share of the "
                 "spurious class's crops on its spurious background against the same share for the other classes; "
                 "share of crops showing the part that tells a confusable pair apart, contrast concepts against the "
-                "single-class concepts of the same class (allowing variant).", "",
+                "single-class concepts of the same class, for the confusable twins (allowing variant).", "",
                 "| Model | Part coverage (allow) | Part coverage (exclude) | Spurious class: crops on its background "
                 "| Other classes: crops on that background | Pair: distinguishing part in contrast crops "
                 "| ... in single-class crops |", "|:--|--:|--:|--:|--:|--:|--:|"]
@@ -673,6 +673,8 @@ def results_markdown(tables: dict, heading_level: int = 3) -> str:
             others = allow[~allow["class_id"].isin(spurious_class["class_id"])]["background_share"].mean() \
                 if len(spurious_class) else float("nan")
             contrast_t = g[(g["kind"] == "contrast") & (g["variant"] == "allow") & g["distinguishing_share"].notna()]
+            twins = _twin_pairs(tables)
+            contrast_t = contrast_t[[(a, b) in twins for a, b in zip(contrast_t["class_name"], contrast_t["other_name"])]]
             pair_cells, single_cells = [], []
             for r in contrast_t.itertuples():
                 s = allow[(allow["class_id"] == r.class_id) & allow["distinguishing_share"].notna()]
@@ -706,6 +708,16 @@ def results_markdown(tables: dict, heading_level: int = 3) -> str:
 def _spurious_rows(tables, model, allow):
     """The single-class rows (allowing variant) of classes whose spurious background is known."""
     return allow[allow["background"].notna() & allow["class_name"].isin(_spurious_classes(tables))]
+
+
+def _twin_pairs(tables) -> set:
+    """(A, B) name pairs of the world's confusable twins, both orders."""
+    classes = tables.get("world_classes")
+    if classes is None or not len(classes):
+        return set()
+    rows = classes[classes["confusable_with"].notna()]
+    return {(a, b) for a, b in zip(rows["name"], rows["confusable_with"])} | \
+        {(b, a) for a, b in zip(rows["name"], rows["confusable_with"])}
 
 
 def _spurious_classes(tables) -> set:
