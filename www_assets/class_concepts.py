@@ -177,10 +177,18 @@ ASSET_NAMES = ("class_concepts", "class_contrasts", "class_concept_crops", "pred
                "class_concept_comparison")
 
 
-def _empty(table: str) -> pd.DataFrame:
-    from www_resources.tables import TABLES
+def _empty(table: str):
+    """No rows: an empty frame with the table's columns, or None (nothing written) for a table
+    with a vector column, whose width an empty frame cannot give."""
+    from www_resources.tables import TABLES, VECTOR
 
+    if VECTOR in TABLES[table].columns.values():
+        return None
     return pd.DataFrame(columns=list(TABLES[table].columns))
+
+
+def _rows_or_nothing(df: pd.DataFrame, table: str):
+    return df if len(df) else _empty(table)
 
 
 @dg.multi_asset(
@@ -368,9 +376,10 @@ def class_concept_analysis(context: dg.AssetExecutionContext, config: ClassConce
     pictures = {f"concepts {s}": dg.MetadataValue.md(image_markdown(p, s)) for s, p in _ui_pictures(shown, entry, names, config)}
     skipped = {(names[key] if isinstance(key, int) else f"{names[key[0]]} over {names[key[1]]}"): v
                for key, v in errors.items()}
-    yield dg.Output(concepts, "class_concepts", metadata={
+    yield dg.Output(_rows_or_nothing(concepts, "class_concepts"), "class_concepts", metadata={
         **table_metadata(concepts.drop(columns=["basis"])), "layer": layer, "skipped": dg.MetadataValue.json(skipped)})
-    yield dg.Output(contrast_table, "class_contrasts", metadata=table_metadata(contrast_table.drop(columns=["basis"])))
+    yield dg.Output(_rows_or_nothing(contrast_table, "class_contrasts"), "class_contrasts",
+                    metadata=table_metadata(contrast_table.drop(columns=["basis"])))
     yield dg.Output(crops, "class_concept_crops", metadata={**table_metadata(crops), **pictures})
     yield dg.Output(prediction_test, "prediction_test", metadata={
         **table_metadata(prediction_test.drop(columns=["figure"])),
@@ -633,5 +642,7 @@ def class_concept_truth(context: dg.AssetExecutionContext, config: TruthConfig, 
     crops = class_concept_crops
     parts = parts[parts["image_id"].isin(set(crops["image_id"]))]
     df = truth_table(crops, parts, scenes, classes, config.part_share, config.background_object_share)
+    if df.empty:
+        df = _empty("class_concept_truth")
     context.add_output_metadata(table_metadata(df))
     return df
