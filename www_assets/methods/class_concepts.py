@@ -690,9 +690,9 @@ def results_markdown(tables: dict, heading_level: int = 3) -> str:
         ns = sorted(comparison["n_concepts"].unique())
         out += [f"{head} This method against a CRAFT-style baseline (beside the paper's figure 4)", "",
                 "Excluding variant: average softmax of the class for the stitched top crops of n concepts (share "
-                f"of classes predicted in brackets), on every {_comparison_stride(comparison)} class.", "",
-                "| Model | Layer | Method | " + " | ".join(f"n={n}" for n in ns) + " |",
-                "|:--|:--|:--|" + "--:|" * len(ns)]
+                "of classes predicted in brackets), on the classes counted in the last column.", "",
+                "| Model | Layer | Method | " + " | ".join(f"n={n}" for n in ns) + " | Classes |",
+                "|:--|:--|:--|" + "--:|" * len(ns) + "--:|"]
         excl = comparison[comparison["variant"] == "exclude"]
         for (model, layer, method), g in excl.groupby(["model", "layer", "method"], sort=True):
             cells = []
@@ -700,7 +700,7 @@ def results_markdown(tables: dict, heading_level: int = 3) -> str:
                 v = g[g["n_concepts"] == n]
                 cells.append(f"{_fmt(v['softmax_target'].mean(), 2)} ({100 * v['passed'].mean():.0f}%)" if len(v) else "")
             out.append(f"| `{model}` | {layer} | {'this method' if method == 'ours' else 'CRAFT-style'} | "
-                       + " | ".join(cells) + " |")
+                       + " | ".join(cells) + f" | {g['class_id'].nunique()} |")
         out.append("")
     return "\n".join(out)
 
@@ -725,8 +725,3 @@ def _spurious_classes(tables) -> set:
     if classes is None or not len(classes):
         return set()
     return set(classes.loc[classes["spurious_background"].notna(), "name"])
-
-
-def _comparison_stride(comparison) -> str:
-    ids = sorted(comparison["class_id"].unique())
-    return f"{ids[1] - ids[0]}th" if len(ids) > 1 else "one"
