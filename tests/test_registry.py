@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from www_resources import cli
+from www_assets import cli
 from www_resources.probes import ProbeSetError, open_probe_set
 from www_resources.registry import (
     MODEL_FIELDS,

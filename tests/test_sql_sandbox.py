@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from www_resources import cli
+from www_assets import cli
 from www_resources.storage import Catalog, QueryRefused, Warehouse
 
 

@@ -159,8 +159,11 @@ def cmd_results(args) -> int:
             return None
         return df[df["model"].isin(args.model)] if args.model and "model" in df.columns else df
 
+    from www_assets.methods.class_concepts import RESULT_TABLES
+
     results = results_report(table("evaluation_summary"), table("model_training"), table("world_clip"),
-                             table("misprediction_detection"), localization=table("localization_eval"))
+                             table("misprediction_detection"), localization=table("localization_eval"),
+                             class_concepts={n: table(n) for n in RESULT_TABLES})
     if not args.readme:
         print(results)
         return 0

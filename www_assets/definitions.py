@@ -5,14 +5,14 @@ import warnings
 
 import dagster as dg
 
-from www_assets import concepts, evaluation, explanations, hierarchy, localization, probe, world
+from www_assets import class_concepts, concepts, evaluation, explanations, hierarchy, localization, probe, world
 from www_assets.checks import table_checks
 from www_assets.common import with_table_schemas
 from www_assets.orchestration import automation_sensor, model_registry_sensor, with_automation
 from www_assets.sources import SOURCE_ASSETS, with_sources
 from www_resources.dagster_resources import ParquetIOManager, TorchDevice, WarehouseResource
 
-ASSET_MODULES = [world, probe, concepts, explanations, localization, evaluation, hierarchy]
+ASSET_MODULES = [world, probe, concepts, explanations, localization, evaluation, class_concepts, hierarchy]
 
 # every asset reads its configuration sources, shows its table's columns, and gets the one
 # automation policy of www_assets/orchestration.py

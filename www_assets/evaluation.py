@@ -229,9 +229,10 @@ def evaluation_summary(context: dg.AssetExecutionContext, warehouse: WarehouseRe
 
 def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, clip: pd.DataFrame | None = None,
                    detection: pd.DataFrame | None = None, heading_level: int = 3,
-                   localization: pd.DataFrame | None = None) -> str:
+                   localization: pd.DataFrame | None = None, class_concepts: dict | None = None) -> str:
     """The README's results from the catalog's tables, with the targets of the trained models
-    read from the registry (see `methods.report.results_report`)."""
+    read from the registry (see `methods.report.results_report`); `class_concepts` maps the class
+    concept tables' names to their frames."""
     from www_assets.methods import report
     from www_assets.world import CLIP_TARGETS, classifier_target
 
@@ -246,8 +247,10 @@ def results_report(summary: pd.DataFrame, training: pd.DataFrame | None = None, 
                                  clip_targets=CLIP_TARGETS, detection=detection, heading_level=heading_level,
                                  localization=localization)
     # the other explanation families render their own sections from their own tables
+    from www_assets.methods.class_concepts import results_markdown as class_concept_results
     from www_assets.methods.hint import results_from_warehouse as hint_results
 
     models = set(summary["model"]) if "model" in summary else None
-    sections = [s for s in (hint_results(models, heading_level),) if s]
-    return "\n".join([text, *sections])
+    sections = [class_concept_results(class_concepts, heading_level) if class_concepts else "",
+                hint_results(models, heading_level)]
+    return "\n".join([text, *(s for s in sections if s)])

@@ -21,6 +21,7 @@ A registry file names everything the pipeline needs to explain one model:
     class_set: world:train           # class Shapley matrix
     concept_sets: [world, world-distractors]
     clip: checkpoint:artifacts/models/world-clip.pt    # or openclip:ViT-B-32?pretrained=openai
+    class_concepts: {layer: blocks.2, compare_layers: [blocks.1, blocks.2], pairs: all}   # optional
 
 Relative paths inside specs resolve against the data folder. A pydantic schema (`ModelFile`)
 checks every file strictly: unknown fields (a typo such as `layer:`), wrong types, names that are
@@ -74,6 +75,16 @@ class PreprocessingFields(BaseModel):
     interpolation: str | None = None
 
 
+class ClassConceptFields(BaseModel):
+    """`class_concepts:` (all optional): the explained layer, the layers of the baseline comparison,
+    and the class pairs to contrast ('default', 'all' or a list of [A, B] class names)."""
+
+    model_config = ConfigDict(extra="forbid")
+    layer: str | None = None
+    compare_layers: list[NonEmpty] | None = None
+    pairs: Literal["default", "all"] | list[tuple[NonEmpty, NonEmpty]] | None = None
+
+
 class ModelFile(BaseModel):
     """The fields of `data/models/<name>.yaml` (see the module docstring)."""
 
@@ -96,6 +107,7 @@ class ModelFile(BaseModel):
     explain_set: str | None = None
     class_set: str | None = None
     description: str = ""
+    class_concepts: ClassConceptFields | None = None
 
     @field_validator("layers", "concept_sets", mode="before")
     @classmethod
@@ -201,6 +213,7 @@ class ModelEntry:
     explain_set: str | None = None
     class_set: str | None = None
     description: str = ""
+    class_concepts: dict[str, Any] = field(default_factory=dict)  # layer, compare_layers, pairs
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -281,6 +294,7 @@ def parse_model_file(path: Path, concept_sets: Mapping[str, str] | None = None) 
         explain_set=parsed.explain_set,
         class_set=parsed.class_set,
         description=parsed.description,
+        class_concepts=parsed.class_concepts.model_dump(exclude_none=True) if parsed.class_concepts else {},
         raw=data,
     )
 

@@ -341,3 +341,87 @@ table(
     partition_by=MODEL,
     grain=("layer", "concept", "source"),
 )
+
+# --- class concepts and class contrasting ---------------------------------------------------
+table(
+    "class_concepts",
+    "Per class: the NMF concepts of the attribution-scaled layer positions of the images the model "
+    "predicts as the class, with each concept's share of the reconstruction and its words (CLIP + WWW).",
+    {
+        "layer": STR, "attribution": STR, "class_id": I32, "class_name": STR, "concept": I32,
+        "basis": VECTOR, "share": F64, "n_images": I32, "n_positions": I32, "words": STR_LIST,
+    },
+    partition_by=MODEL,
+    grain=("class_id", "concept"),
+)
+table(
+    "class_contrasts",
+    "Per class pair A over B: the linear classifier between their strongly attributed positions "
+    "(accuracy, bias) and the NMF concepts of A's positions scaled by max(w.x + b, 0), with words.",
+    {
+        "layer": STR, "class_id": I32, "class_name": STR, "other_id": I32, "other_name": STR,
+        "reason": STR, "classifier_accuracy": F64, "bias": F64, "n_positions_a": I32,
+        "n_positions_b": I32, "concept": I32, "basis": VECTOR, "share": F64, "words": STR_LIST,
+    },
+    partition_by=MODEL,
+    grain=("class_id", "other_id", "concept"),
+)
+table(
+    "class_concept_crops",
+    "The dataset crops closest (cosine) to each class or contrast concept, allowing or excluding "
+    "crops the model predicts as the class; other_id = -1 for single-class concepts.",
+    {
+        "kind": STR, "class_id": I32, "other_id": I32, "concept": I32, "variant": STR, "rank": I32,
+        "image_id": STR, "view": STR, **BOX, "similarity": F32, "image_pred": I32,
+    },
+    partition_by=MODEL,
+    grain=("kind", "class_id", "other_id", "concept", "variant", "rank"),
+)
+table(
+    "prediction_test",
+    "The stitched image of each explanation's top crops (one per concept) through the model: the "
+    "softmax of the explained class, the predicted class and whether it is the explained one.",
+    {
+        "kind": STR, "class_id": I32, "class_name": STR, "other_id": I32, "variant": STR,
+        "n_concepts": I32, "softmax_target": F64, "softmax_other": F64, "predicted": I32,
+        "predicted_name": STR, "passed": BOOL, "figure": STR,
+    },
+    partition_by=MODEL,
+    grain=("kind", "class_id", "other_id", "variant"),
+)
+table(
+    "shifting_test",
+    "Mean softmax of class A on B's images when their layer activations move along the pair "
+    "classifier's unit normal by each offset of the ladder (offset 0 = unchanged).",
+    {
+        "class_id": I32, "class_name": STR, "other_id": I32, "other_name": STR, "offset": F64,
+        "mean_softmax_target": F64, "std_softmax_target": F64, "n_images": I32,
+    },
+    partition_by=MODEL,
+    grain=("class_id", "other_id", "offset"),
+)
+table(
+    "class_concept_comparison",
+    "Prediction test of this method (NMF rerun per n) against a CRAFT-style baseline (10 NMF "
+    "concepts of crop activations ranked by Sobol importance) for n = 1..10 concepts and two layers.",
+    {
+        "layer": STR, "method": STR, "n_concepts": I32, "variant": STR, "class_id": I32,
+        "softmax_target": F64, "passed": BOOL,
+    },
+    partition_by=MODEL,
+    grain=("layer", "method", "n_concepts", "variant", "class_id"),
+)
+table(
+    "class_concept_truth",
+    "Embedded world only: what the concepts' top crops show in the world's truth: the share of the "
+    "class's parts they cover, the share of crops on the class's spurious background, and the "
+    "share showing the part that tells a confusable pair apart.",
+    {
+        "kind": STR, "class_id": I32, "class_name": STR, "other_id": I32, "other_name": STR,
+        "variant": STR, "n_crops": I32, "parts": STR_LIST, "parts_covered": STR_LIST,
+        "part_coverage": F64, "background": STR, "background_share": F64,
+        "distinguishing_parts": STR_LIST, "distinguishing_share": F64,
+    },
+    partition_by=MODEL,
+    grain=("kind", "class_id", "other_id", "variant"),
+)
