@@ -561,9 +561,9 @@ def _concept_words(entry, device, bank, crops: pd.DataFrame, image_embeddings: p
     from clip_image_embeddings where that table has the crop, else from the same CLIP."""
     import torch
 
-    from www_assets.concepts import scoring_inputs
     from www_assets.methods.class_concepts import ClassConceptError
     from www_assets.methods.concept_scoring import ConceptInputs, score_concepts
+    from www_assets.methods.scoring_inputs import scoring_inputs
 
     rows = crops[crops["variant"] == "allow"]
     if rows.empty or text_embeddings.empty:
@@ -602,12 +602,12 @@ def _concept_words(entry, device, bank, crops: pd.DataFrame, image_embeddings: p
         for _, g in groups])
     try:
         result = score_concepts("www", ConceptInputs(
-            view_features=view_features, examples=examples, concept_features=shared["concept_features"],
-            template_feature=shared["template_feature"], raw_concept_features=shared["raw_concept_features"]),
+            view_features=view_features, examples=examples, concept_features=shared.concept_features,
+            template_feature=shared.template_feature, raw_concept_features=shared.raw_concept_features),
             top_n=3, alpha=0.95)
     except ValueError as err:
         raise ClassConceptError(f"naming the class concepts failed: {err}") from err
-    concepts = shared["concepts"]
+    concepts = shared.concepts
     return {(kind, int(a), int(b), int(c)): [concepts[j] for j, _ in chosen[:3]]
             for ((kind, a, b, c), _), chosen in zip(groups, result.selected)}
 
