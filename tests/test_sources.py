@@ -20,9 +20,14 @@ from www_assets.registry_sync import sync_partitions
 pytestmark = pytest.mark.filterwarnings("ignore::dagster.PreviewWarning", "ignore::dagster.BetaWarning")
 ASSETS_ONLY = dg.AssetSelection.all(include_sources=True) - dg.AssetSelection.all_asset_checks()
 
+# per-model assets that read the concept words (through clip_text_embeddings and neuron_concepts)
+WORDS_READERS = ["sample_explanations", "misprediction_detection", "rejection_curves", "localization_eval",
+                 "hint_agreement", "class_concepts", "class_contrasts", "class_concept_crops", "prediction_test",
+                 "shifting_test", "class_concept_comparison", "class_concept_truth"]
+HINT_REGIONS = ["concept_hierarchy", "responsible_regions", "concept_classifiers", "neuron_concept_shapley",
+                "concept_localization"]
 MODEL_ASSETS = ["model_training", "probe_images", "predictions", "activations", "neuron_examples", "gradcam_crops",
-                "crop_examples", "clip_image_embeddings", "class_shapley", "sample_explanations",
-                "misprediction_detection", "rejection_curves"]
+                "crop_examples", "clip_image_embeddings", "class_shapley", *WORDS_READERS, *HINT_REGIONS]
 PAIR_ASSETS = ["clip_text_embeddings", "concept_scores", "neuron_concepts", "neuron_galleries", "concept_eval",
                "ablation_curves"]
 WORLD = ["world_scenes", "world_parts", "world_classes", "world_vocabulary"]
@@ -113,7 +118,7 @@ def test_editing_world_yaml_reruns_the_world_or_its_clip_and_what_depends_on_the
     path = www_data_dir / "world.yaml"
     # the clip section: the world CLIP and what reads its embeddings, not the world or the training
     path.write_text(yaml.safe_dump({"world": {"seed": 0, "n_train": 64}, "clip": {"epochs": 2}}))
-    clip_readers = ["clip_image_embeddings", "sample_explanations", "misprediction_detection", "rejection_curves"]
+    clip_readers = ["clip_image_embeddings", *WORDS_READERS]
     expected = {("world_clip", None), ("evaluation_summary", None)}
     for model, sets in (("a", ["s1", "s2"]), ("b", ["s1"])):
         expected |= model_chain(model, sets, assets=clip_readers)
@@ -131,7 +136,7 @@ def test_editing_a_concept_set_reruns_its_pairs(settled, www_data_dir):
     sets["s2"] = "file:other-concepts.txt"
     path.write_text(yaml.safe_dump(sets))
     expected = {(a, pair("a", "s2")) for a in PAIR_ASSETS}
-    expected |= {(a, "a") for a in ["sample_explanations", "misprediction_detection", "rejection_curves"]}
+    expected |= {(a, "a") for a in WORDS_READERS}
     assert settled.after_edit() == expected | {("evaluation_summary", None)}
     # the list file a `file:` spec names is read too
     (www_data_dir / "other-concepts.txt").write_text("red\nblue\n")
