@@ -40,7 +40,7 @@ def materialize(data, rows: int, seed: int):
         return frame(rows, seed)
 
     return dg.materialize([predictions], partition_key="m", raise_on_error=False,
-                          resources={"io_manager": ParquetIOManager(data_dir=str(data))})
+                          resources={"io_manager": ParquetIOManager()})  # writes under $WWW_DATA_DIR = data
 
 
 def failure_message(result) -> str:
@@ -56,9 +56,11 @@ def failure_message(result) -> str:
 
 
 @pytest.fixture
-def small_warehouse(tmp_path):
-    """data/warehouse on its own 512 KiB tmpfs; yields (data folder, mount point)."""
+def small_warehouse(tmp_path, monkeypatch):
+    """data/warehouse on its own 512 KiB tmpfs, the data folder of the run; yields (data folder,
+    mount point)."""
     data = tmp_path / "data"
+    monkeypatch.setenv("WWW_DATA_DIR", str(data))
     mount_point = data / "warehouse"
     mount_point.mkdir(parents=True)
     tag = f"www-test-{uuid.uuid4().hex[:8]}"
