@@ -196,7 +196,9 @@ def cluster_executor(settings_file: Path = CELERY_FILE) -> dg.ExecutorDefinition
 
 
 _base = definitions.defs
-_per_model = [key for a in _base.assets if getattr(a, "partitions_def", None) == models for key in a.keys]
+# materializable assets only: the registry files are observable sources partitioned by model too
+_per_model = [key for a in _base.assets
+              if isinstance(a, dg.AssetsDefinition) and a.partitions_def == models for key in a.keys]
 
 # every asset partitioned by model alone, as one job: a model's probe, Grad-CAM and embedding steps
 # from the launchpad (pick a partition), or a script's dg.execute_job(dg.reconstructable(model_job))
@@ -210,7 +212,7 @@ defs = dg.Definitions(
     asset_checks=_base.asset_checks,
     sensors=_base.sensors,
     schedules=_base.schedules,
-    jobs=[*_base.jobs, per_model_job],
+    jobs=[*(_base.jobs or []), per_model_job],
     resources=_base.resources,
     executor=cluster_executor(),
 )
