@@ -12,38 +12,19 @@ import torch
 import torchvision
 from PIL import Image
 
+from tests.tiny_data import write_tiny_data
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def tiny_world(tmp_path, monkeypatch):
     data = tmp_path / "data"
+    write_tiny_data(data)
+    net = torchvision.models.resnet18(num_classes=3)
+    net.load_state_dict(torch.load(data / "tiny.pt", weights_only=True))
+    net.eval()
     folder = data / "images"
-    rng = np.random.default_rng(0)
-    for c, name in enumerate(["apple", "boat", "cloud"]):
-        (folder / name).mkdir(parents=True)
-        for i in range(4):
-            pixels = rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)
-            pixels[..., c] = 255  # each class leans to one colour channel
-            Image.fromarray(pixels).save(folder / name / f"{i}.png")
-    (folder / "boat" / "broken.png").write_bytes(b"\x89PNG this is not an image")
-    torch.manual_seed(0)
-    net = torchvision.models.resnet18(num_classes=3).eval()
-    torch.save(net.state_dict(), data / "tiny.pt")
-    (data / "models").mkdir()
-    (data / "models" / "tiny.yaml").write_text(
-        "name: tiny\n"
-        "model: checkpoint:tiny.pt\n"
-        "architecture: torchvision:resnet18?num_classes=3\n"
-        "layers: [layer3, layer4, fc]\n"
-        "head: fc\nspatial_layer: layer4\nfinal_layer: fc\n"
-        "preprocessing: {size: 32, resize: 32, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25]}\n"
-        "probe_set: imagefolder:images\n"
-        "concept_sets: [tiny]\n"
-        "clip: openclip:none\n"
-    )
-    (data / "concept_sets.yaml").write_text("tiny: file:concepts.txt\n")
-    (data / "concepts.txt").write_text("apple\nboat\ncloud\n")
     monkeypatch.setenv("WWW_DATA_DIR", str(data))
     home = tmp_path / "dagster_home"
     home.mkdir()
