@@ -12,7 +12,14 @@ import torch
 from torch import nn
 
 from www_resources import offline
-from www_resources.hooks import LayerRecorder, layer_kind, num_prefix_tokens, pool_activation
+from www_resources.hooks import (
+    LayerRecorder,
+    captured_output,
+    eval_mode,
+    layer_kind,
+    num_prefix_tokens,
+    pool_activation,
+)
 from www_resources.zoo import (
     ModelSpec,
     ModelUnavailableError,
@@ -414,3 +421,21 @@ def test_pool_activation_by_hand():
         pool_activation(tokens, token_pooling="mean", num_prefix_tokens=4)
     with pytest.raises(ValueError):
         layer_kind(torch.zeros(1, 2, 3, 4, 5))
+
+
+def test_captured_output_keeps_the_graph_and_eval_mode_restores_on_error():
+    model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5), nn.ReLU(), nn.Linear(4, 2))
+    model.train()
+    x = torch.ones(2, 3)
+    with pytest.raises(RuntimeError, match="inside"):
+        with eval_mode(model), captured_output(model[0]) as captured:
+            assert not model.training and not model[1].training
+            out = model(x)
+            # the kept output is the layer's own, in the graph: d(sum out)/d(hidden) is W2 summed
+            (grad,) = torch.autograd.grad(out.sum(), captured[0])
+            hidden = model[0](x)
+            expected = (hidden > 0).float() * model[3].weight.sum(dim=0)
+            assert torch.allclose(grad, expected)
+            raise RuntimeError("inside")
+    assert model.training and model[1].training  # mode restored although the block raised
+    assert not model[0]._forward_hooks  # hook removed although the block raised

@@ -14,6 +14,8 @@ A 3-D output is always read as tokens (B, T, C), the layout of ViT blocks; a 4-D
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import TracebackType
 
 import torch
@@ -94,6 +96,38 @@ class LayerRecorder:
     def clear(self) -> None:
         """Forget recorded outputs (frees their memory between batches)."""
         self.outputs = {}
+
+
+@contextmanager
+def captured_output(module: nn.Module) -> Iterator[list[torch.Tensor]]:
+    """A list holding `module`'s output (its first tensor) of the latest forward pass in the block,
+    still in the autograd graph, for gradients taken with respect to it (Grad-CAM, HINT).
+
+    Unlike `LayerRecorder` it takes the module itself and keeps no names; the hook is removed on
+    exit, also when the block raises.
+    """
+    captured: list[torch.Tensor] = []
+
+    def keep(_module, _inputs, output):
+        captured[:] = [_first_tensor(output)]
+
+    handle = module.register_forward_hook(keep)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """The model in eval mode inside the block (dropout off, batch norm on running statistics, so
+    images of a batch are independent), its training flag restored on exit."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def layer_kind(output: torch.Tensor) -> str:

@@ -40,6 +40,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from www_resources.hooks import captured_output, eval_mode
+
 __all__ = ["WWW_RESIZE_RATIO", "gradcam", "gradcam_boxes", "cam_peaks", "gradcam_frame_side"]
 
 # WWW's preprocessing: shorter side 256, centre crop 224.
@@ -108,42 +110,28 @@ def gradcam(
         height, width = (int(v) for v in out_size)
         if height < 1 or width < 1:
             raise ValueError(f"out_size must be positive, got {out_size}")
-    captured: list[Tensor] = []
-
-    def keep_output(_module: nn.Module, _args: object, output: object) -> None:
-        tensor = output[0] if isinstance(output, (tuple, list)) else output
-        captured.clear()
-        captured.append(tensor)
-
-    handle = layer.register_forward_hook(keep_output)
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.enable_grad():
-            # Requiring grad on the input keeps the graph even when all parameters are frozen.
-            logits = model(inputs.detach().requires_grad_(True))
-            if not captured:
-                raise ValueError("the given layer did not run during the model's forward pass")
-            if logits.ndim != 2 or logits.shape[0] != batch:
-                raise ValueError(f"model must return logits (B, K) with B = {batch}, got {tuple(logits.shape)}")
-            predicted = logits.argmax(dim=1)
-            if class_index is None:
-                target = predicted
-            else:
-                target = torch.as_tensor(class_index, device=logits.device)
-                if target.shape != (batch,) or target.is_floating_point():
-                    raise ValueError(f"class_index must be an integer tensor of shape ({batch},)")
-                if bool(((target < 0) | (target >= logits.shape[1])).any()):
-                    raise ValueError(f"class_index must lie in [0, {logits.shape[1]})")
-                target = target.long()
-            # Images are independent in eval mode, so one backward of the summed logits
-            # gives every image its own gradient.
-            objective = logits.gather(1, target.unsqueeze(1)).sum()
-            activation = captured[0]
-            (gradient,) = torch.autograd.grad(objective, activation)
-    finally:
-        handle.remove()
-        model.train(was_training)
+    with eval_mode(model), captured_output(layer) as captured, torch.enable_grad():
+        # Requiring grad on the input keeps the graph even when all parameters are frozen.
+        logits = model(inputs.detach().requires_grad_(True))
+        if not captured:
+            raise ValueError("the given layer did not run during the model's forward pass")
+        if logits.ndim != 2 or logits.shape[0] != batch:
+            raise ValueError(f"model must return logits (B, K) with B = {batch}, got {tuple(logits.shape)}")
+        predicted = logits.argmax(dim=1)
+        if class_index is None:
+            target = predicted
+        else:
+            target = torch.as_tensor(class_index, device=logits.device)
+            if target.shape != (batch,) or target.is_floating_point():
+                raise ValueError(f"class_index must be an integer tensor of shape ({batch},)")
+            if bool(((target < 0) | (target >= logits.shape[1])).any()):
+                raise ValueError(f"class_index must lie in [0, {logits.shape[1]})")
+            target = target.long()
+        # Images are independent in eval mode, so one backward of the summed logits
+        # gives every image its own gradient.
+        objective = logits.gather(1, target.unsqueeze(1)).sum()
+        activation = captured[0]
+        (gradient,) = torch.autograd.grad(objective, activation)
 
     activation = _as_spatial_map(activation.detach(), num_prefix_tokens).float()
     gradient = _as_spatial_map(gradient.detach(), num_prefix_tokens).float()

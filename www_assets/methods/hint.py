@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from www_resources.hooks import captured_output, eval_mode
+
 __all__ = [
     "HIERARCHY_COLUMNS", "hierarchy_from_paths", "wordnet_class_paths", "descendant_classes",
     "default_hint_layer", "position_grid", "random_orders", "siblings", "hint_layer_candidates", "saliency_is_flat", "choose_hint_layer", "layer_gradients", "concept_objective", "position_saliency", "responsible_positions",
@@ -241,33 +243,26 @@ def layer_gradients(model: nn.Module, layer: nn.Module, inputs: Tensor, objectiv
     per-image scores (images are independent in eval mode, so one backward gives every image
     its own gradient). guided=True applies guided backpropagation to every nn.ReLU module.
     """
-    captured: list[Tensor] = []
-
-    def keep(_m, _i, output):
-        captured[:] = [output[0] if isinstance(output, (tuple, list)) else output]
-
     def guide(_m, _i, output):
         return _GuidedReLUGradient.apply(output)
 
-    handles = [layer.register_forward_hook(keep)]
-    if guided:
-        handles += [m.register_forward_hook(guide) for m in model.modules() if isinstance(m, nn.ReLU)]
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.enable_grad():
-            logits = model(inputs.detach().requires_grad_(True))
-            if not captured:
-                raise ValueError("the HINT layer did not run during the forward pass")
-            values = objective(logits)
-            grads = []
-            for k in range(n_objectives):
-                (g,) = torch.autograd.grad(values[k], captured[0], retain_graph=k + 1 < n_objectives)
-                grads.append(position_grid(g.detach(), num_prefix_tokens).float())
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    # the layer's hook goes first: when the layer is itself a ReLU, it keeps the output before the
+    # guided copy replaces it, so the gradient reaching it has passed that ReLU's guided rule
+    with eval_mode(model), captured_output(layer) as captured:
+        handles = [m.register_forward_hook(guide) for m in model.modules() if isinstance(m, nn.ReLU)] if guided else []
+        try:
+            with torch.enable_grad():
+                logits = model(inputs.detach().requires_grad_(True))
+                if not captured:
+                    raise ValueError("the HINT layer did not run during the forward pass")
+                values = objective(logits)
+                grads = []
+                for k in range(n_objectives):
+                    (g,) = torch.autograd.grad(values[k], captured[0], retain_graph=k + 1 < n_objectives)
+                    grads.append(position_grid(g.detach(), num_prefix_tokens).float())
+        finally:
+            for h in handles:
+                h.remove()
     return position_grid(captured[0].detach(), num_prefix_tokens).float(), grads
 
 
