@@ -122,6 +122,42 @@ def class_matrix_of(class_shapley: pd.DataFrame):
     return matrix, signs == {"absolute"}
 
 
+class ExplainSetup:
+    """What the per-image explanation assets (`sample_explanations`, `localization_eval`) share:
+    the model, its explain set, the class matrix and each neuron's major concept, and the images
+    in chunks of at most `chunk` (loaded once, then cut into gradient batches)."""
+
+    def __init__(self, context: dg.AssetExecutionContext, device: TorchDevice, class_shapley: pd.DataFrame,
+                 neuron_concepts: pd.DataFrame, concept_method: str, entry=None):
+        from www_resources.probes import open_probe_set
+        from www_resources.target import TargetModel
+
+        self.entry = entry or model_entry(context)
+        self.spec = self.entry.explain_set or self.entry.probe_set
+        self.model = TargetModel(self.entry, device.torch_device(), device.torch_dtype())
+        self.probe = open_probe_set(self.spec)
+        self.manifest = self.probe.manifest()
+        self.class_matrix, self.absolute = class_matrix_of(class_shapley)
+        self.concepts = major_concepts_by_neuron(neuron_concepts, self.entry, concept_method)
+        self.map_layer = self.model.module.get_submodule(self.entry.cam_layer)
+        self.chunk = max(device.batch_size * 8, 256)
+
+    def chunks(self):
+        """(images done so far, manifest rows, images, image ids) per chunk of the explain set."""
+        for start in range(0, len(self.manifest), self.chunk):
+            part = self.manifest.iloc[start:start + self.chunk]
+            images, ids, _ = self.probe.load(part, self.model.pre.size, self.model.pre.resize)
+            yield min(start + self.chunk, len(self.manifest)), part, images, ids
+
+    def explain(self, x, top_k: int):
+        """`explain_batch` of a batch of model inputs (the class and sample tracks with their maps)."""
+        from www_assets.methods.explanation import explain_batch
+
+        return explain_batch(self.model.module, self.entry.head, self.map_layer, x,
+                             self.class_matrix, top_k, absolute=self.absolute,
+                             num_prefix_tokens=self.model.num_prefix_tokens)
+
+
 def explanation_rows(ex, ids, labels, names) -> list[dict]:
     """Rows of `sample_explanations` for one explained batch (figure paths are filled in later)."""
     msp, pred = ex.msp, ex.predicted
@@ -152,33 +188,18 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
     neurons' major concepts, and the cosine similarity of the two concept heatmaps (eq. 4). A
     gallery of correct and mispredicted samples is drawn as in the paper's figures 5 and 6."""
     from www_assets.figures.explanations import explanation_figure
-    from www_assets.methods.explanation import explain_batch
     from www_assets.methods.heatmaps import region_masks
-    from www_resources.probes import open_probe_set
-    from www_resources.target import TargetModel
 
-    entry = model_entry(context)
-    model = TargetModel(entry, device.torch_device(), device.torch_dtype())
-    probe = open_probe_set(entry.explain_set or entry.probe_set)
-    manifest = probe.manifest()
-    class_matrix, absolute = class_matrix_of(class_shapley)
-    concepts = major_concepts_by_neuron(neuron_concepts, entry, config.concept_method)
-    names = lambda ns: [concepts.get(int(n), "(no concept)") for n in ns]
-    map_layer = model.module.get_submodule(entry.cam_layer)
+    setup = ExplainSetup(context, device, class_shapley, neuron_concepts, config.concept_method)
+    entry = setup.entry
+    names = lambda ns: [setup.concepts.get(int(n), "(no concept)") for n in ns]
 
     rows, keep_for_gallery = [], []
     progress = Progress(context, "sample explanations")
     batches = device.batches("gradient", "sample explanations", context.log.info)
-    chunk = max(device.batch_size * 8, 256)
-    for start in range(0, len(manifest), chunk):
-        part = manifest.iloc[start:start + chunk]
-        images, ids, _ = probe.load(part, model.pre.size, model.pre.resize)
+    for done, part, images, ids in setup.chunks():
         labels = part.set_index("image_id").loc[ids, "label"].to_numpy()
-        def explain(b, e):
-            return explain_batch(model.module, entry.head, map_layer, model.to_input(images[b:e]), class_matrix,
-                                 config.top_k, absolute=absolute, num_prefix_tokens=model.num_prefix_tokens)
-
-        for b, e, ex in batches(len(ids), explain):
+        for b, e, ex in batches(len(ids), lambda b, e: setup.explain(setup.model.to_input(images[b:e]), config.top_k)):
             new_rows = explanation_rows(ex, ids[b:e], labels[b:e], names)
             rows += new_rows
             for i, row in enumerate(new_rows):
@@ -192,8 +213,8 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
                         "class": track(ex.class_top, ex.class_weights, ex.class_maps, ex.class_heatmap),
                         "sample": track(ex.sample_top, ex.sample_weights, ex.sample_maps, ex.sample_heatmap),
                     }))
-        progress(min(start + chunk, len(manifest)), len(manifest))
-    class_names = probe.class_names()
+        progress(done, len(setup.manifest))
+    class_names = setup.probe.class_names()
     folder = warehouse.artifacts / "explanations" / entry.name
     meta_pictures = {}
     for image, row, tracks in keep_for_gallery:

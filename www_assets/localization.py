@@ -38,13 +38,10 @@ def localization_eval(context: dg.AssetExecutionContext, config: LocalizationCon
     concept region and of its map lies in that part's boxes. `box_share` is the chance level."""
     import torch
 
-    from www_assets.explanations import class_matrix_of, major_concepts_by_neuron
+    from www_assets.explanations import ExplainSetup
     from www_assets.figures.explanations import localization_figure
-    from www_assets.methods.explanation import explain_batch
     from www_assets.methods.gradcam import gradcam
     from www_assets.methods.localization import area_share, boxes_mask, pointing_hits, positive_mass_inside
-    from www_resources.probes import open_probe_set
-    from www_resources.target import TargetModel
 
     entry = model_entry(context)
     spec = entry.explain_set or entry.probe_set
@@ -53,45 +50,42 @@ def localization_eval(context: dg.AssetExecutionContext, config: LocalizationCon
     if not spec.startswith("world:"):
         context.add_output_metadata({"rows": 0, "note": f"{spec} has no object boxes; nothing to score"})
         return pd.DataFrame(columns=columns)
-    model = TargetModel(entry, device.torch_device(), device.torch_dtype())
-    probe = open_probe_set(spec)
-    manifest = probe.manifest()
+    setup = ExplainSetup(context, device, class_shapley, neuron_concepts, config.concept_method, entry=entry)
+    model = setup.model
     scenes = warehouse.read("world_scenes").set_index("image_id")
     parts = warehouse.read("world_parts")
     part_names = set(parts["part"])
     part_boxes = {key: g[["x0", "y0", "x1", "y1"]].to_numpy() for key, g in parts.groupby(["image_id", "part"])}
-    class_matrix, absolute = class_matrix_of(class_shapley)
-    concepts = major_concepts_by_neuron(neuron_concepts, entry, config.concept_method)
-    layer = model.module.get_submodule(entry.cam_layer)
     size = model.pre.size
+    scale = size / _world_side(setup.probe)
+
+    def score(images, batch_ids, labels):
+        """Rows of one gradient batch: the three heatmaps against the object box, and part neurons."""
+        x = model.to_input(images)
+        ex = setup.explain(x, config.top_k)
+        with torch.enable_grad():
+            cam, _ = gradcam(model.module, setup.map_layer, x,
+                             num_prefix_tokens=model.num_prefix_tokens)
+        box = scenes.loc[batch_ids, ["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy() * scale
+        inside = torch.stack([boxes_mask([bx], size, size) for bx in box])
+        chance = area_share(inside).numpy()
+        correct = ex.predicted.numpy() == labels
+        out = []
+        for name, heat in (("class", ex.class_heatmap), ("sample", ex.sample_heatmap), ("gradcam", cam.float().cpu())):
+            mass, hit = positive_mass_inside(heat, inside).numpy(), pointing_hits(heat, inside).numpy()
+            out += [(i, bool(c), name, None, None, m, h, np.nan, s)
+                    for i, c, m, h, s in zip(batch_ids, correct, mass, hit, chance)]
+        return out + _part_neuron_rows(ex, batch_ids, correct, setup.concepts, part_names, part_boxes, scale, size,
+                                       config.percentile)
 
     rows = []
     progress = Progress(context, "localization")
-    chunk = max(device.batch_size * 8, 256)
-    for start in range(0, len(manifest), chunk):
-        part = manifest.iloc[start:start + chunk]
-        images, ids, _ = probe.load(part, size, model.pre.resize)
-        native = scenes.loc[ids]
-        labels = native["label"].to_numpy()
-        scale = size / _world_side(probe)
-        for b in range(0, len(ids), device.batch_size):
-            batch_ids = ids[b:b + device.batch_size]
-            x = model.to_input(images[b:b + device.batch_size])
-            ex = explain_batch(model.module, entry.head, layer, x, class_matrix, config.top_k, absolute=absolute,
-                               num_prefix_tokens=model.num_prefix_tokens)
-            with torch.enable_grad():
-                cam, _ = gradcam(model.module, layer, x, num_prefix_tokens=model.num_prefix_tokens)
-            box = native.loc[batch_ids, ["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy() * scale
-            inside = torch.stack([boxes_mask([bx], size, size) for bx in box])
-            chance = area_share(inside).numpy()
-            correct = ex.predicted.numpy() == labels[b:b + len(batch_ids)]
-            for name, heat in (("class", ex.class_heatmap), ("sample", ex.sample_heatmap), ("gradcam", cam.float().cpu())):
-                mass, hit = positive_mass_inside(heat, inside).numpy(), pointing_hits(heat, inside).numpy()
-                rows += [(i, bool(c), name, None, None, m, h, np.nan, s)
-                         for i, c, m, h, s in zip(batch_ids, correct, mass, hit, chance)]
-            rows += _part_neuron_rows(ex, batch_ids, correct, concepts, part_names, part_boxes, scale, size,
-                                      config.percentile)
-        progress(min(start + chunk, len(manifest)), len(manifest))
+    batches = device.batches("gradient", "localization", context.log.info)
+    for done, _part, images, ids in setup.chunks():
+        labels = scenes.loc[ids, "label"].to_numpy()
+        for _b, _e, batch_rows in batches(len(ids), lambda b, e: score(images[b:e], ids[b:e], labels[b:e])):
+            rows += batch_rows
+        progress(done, len(setup.manifest))
     df = pd.DataFrame(rows, columns=columns)
     df["neuron"] = pd.array(df["neuron"], dtype="Int32")
     for c in ("mass_in_box", "pointing_hit", "region_in_box", "box_share"):
