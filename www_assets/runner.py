@@ -215,6 +215,21 @@ def requested_runs(
     return sorted(by_partition.values(), key=lambda r: (first(r), r.label))
 
 
+def whole_steps(defs: dg.Definitions, runs: list[TickRun]) -> list[TickRun]:
+    """Add to each run the other outputs of the multi-assets it selects that cannot be subset.
+
+    One step writes them all (e.g. `probe_forward`: activations and predictions), so a run of
+    just one of them cannot even be built. The policy asks for one alone after a run died between
+    the step's outputs (predictions stored, activations not): the step runs again, whole.
+    """
+    for run in runs:
+        for key in list(run.assets):
+            assets_def = defs.get_assets_def(key)
+            if not assets_def.can_subset:
+                run.assets |= set(assets_def.keys)
+    return runs
+
+
 def execute_run(defs: dg.Definitions, run: TickRun, instance: dg.DagsterInstance, tags: dict,
                 run_id: str | None = None):
     """One in-process run of exactly the run's assets and checks for its partition."""
@@ -471,7 +486,7 @@ def _materialize_locked(defs, instance, *, models, force, log, dry_run) -> RunRe
                 cursor = result.cursor
                 session.retry_failed = False
                 deferred: set = set()
-                runs = requested_runs(result, order, parents, deferred)
+                runs = whole_steps(defs, requested_runs(result, order, parents, deferred))
                 session.forced |= deferred  # asked for again next tick, after their parents ran
                 if not runs:
                     break
