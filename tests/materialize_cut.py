@@ -25,15 +25,14 @@ TARGET = "activations"
 
 def cut_definitions() -> dg.Definitions:
     from www_assets.definitions import defs
-    from www_assets.sources import SOURCE_KEYS
+    from www_assets.sources import SOURCE_ASSETS
 
     graph = defs.resolve_asset_graph()
     keys = dg.AssetSelection.assets(TARGET).upstream().resolve(graph)
-    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)
-              and (set(a.keys) & (keys | set(SOURCE_KEYS)))]
+    assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and set(a.keys) & keys]
     kept = {k for a in assets for k in a.keys}
     checks = [c for c in defs.asset_checks or [] if all(s.asset_key in kept for s in c.check_specs)]
-    return dg.Definitions(assets=assets, asset_checks=checks, resources=defs.resources,
+    return dg.Definitions(assets=[*SOURCE_ASSETS, *assets], asset_checks=checks, resources=defs.resources,
                           executor=dg.in_process_executor)
 
 
