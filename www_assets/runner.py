@@ -14,13 +14,23 @@ It does what the daemon does while `make ui` runs, in one process and without th
 The cursor is kept in `$DAGSTER_HOME/www_materialize.cursor`, so the next invocation knows what
 it already handled: parent updates and code-version changes since then are what it runs (with no
 cursor, only missing partitions count). A second invocation with nothing changed launches nothing.
+
+One invocation at a time per instance: each holds an exclusive lock on
+`$DAGSTER_HOME/www_materialize.lock` from the registry sync to its last run, and a second one
+started meanwhile says so and waits, then evaluates what is left (usually nothing). The kernel
+drops the lock of a killed process. A killed invocation leaves its run "started" and its pool
+slots claimed; the next one (or one waiting for such a slot) marks that run failed and frees the
+slots (`release_orphans`), so nothing waits for a dead process.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -33,14 +43,17 @@ from www_assets import orchestration
 from www_assets.definitions import defs as project_defs
 from www_assets.registry_sync import sync_partitions
 from www_assets.sources import WAREHOUSE_MODELS, changed_observations
+from www_resources.storage import default_warehouse, process_alive
 
 # the console shows progress lines (INFO and up); every event, DEBUG included, stays in the run's
 # event log, where the UI shows it
 CONSOLE_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 CURSOR_FILE = "www_materialize.cursor"
+LOCK_FILE = "www_materialize.lock"
 LAUNCHED_BY, LAUNCHED_BY_CLI = "www/launched_by", "www materialize"
 PID_TAG, HOST_TAG = "www/pid", "www/host"
 MAX_TICKS = 50
+POOL_POLL_S = 2.0  # how often a running run looks whether one of its steps waits for a pool slot
 
 
 @dataclass
@@ -202,7 +215,23 @@ def requested_runs(
     return sorted(by_partition.values(), key=lambda r: (first(r), r.label))
 
 
-def execute_run(defs: dg.Definitions, run: TickRun, instance: dg.DagsterInstance, tags: dict):
+def whole_steps(defs: dg.Definitions, runs: list[TickRun]) -> list[TickRun]:
+    """Add to each run the other outputs of the multi-assets it selects that cannot be subset.
+
+    One step writes them all (e.g. `probe_forward`: activations and predictions), so a run of
+    just one of them cannot even be built. The policy asks for one alone after a run died between
+    the step's outputs (predictions stored, activations not): the step runs again, whole.
+    """
+    for run in runs:
+        for key in list(run.assets):
+            assets_def = defs.get_assets_def(key)
+            if not assets_def.can_subset:
+                run.assets |= set(assets_def.keys)
+    return runs
+
+
+def execute_run(defs: dg.Definitions, run: TickRun, instance: dg.DagsterInstance, tags: dict,
+                run_id: str | None = None):
     """One in-process run of exactly the run's assets and checks for its partition."""
     selection = dg.AssetSelection.assets(*run.assets).without_checks() | dg.AssetSelection.checks(*run.checks)
     job = dg.define_asset_job("www_materialize", selection=selection)
@@ -214,23 +243,51 @@ def execute_run(defs: dg.Definitions, run: TickRun, instance: dg.DagsterInstance
         run_tags["dagster/partition"] = str(partition_key)
         partition_key = None
     return run_defs.resolve_job_def("www_materialize").execute_in_process(
-        run_config=CONSOLE_LOGS, instance=instance, partition_key=partition_key, tags=run_tags, raise_on_error=False
+        run_config=CONSOLE_LOGS, instance=instance, partition_key=partition_key, tags=run_tags, raise_on_error=False,
+        run_id=run_id,
     )
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+@contextmanager
+def instance_lock(instance: dg.DagsterInstance, log: Callable[[str], None]):
+    """Hold `$DAGSTER_HOME/www_materialize.lock` (exclusive `flock`); wait, saying so, while
+    another `www materialize` holds it.
+
+    Two invocations evaluating the policy at once would both see the same partitions missing and
+    compute them twice (Dagster counts a partition "in progress" only once its run has started,
+    after the other invocation may have evaluated), and would overwrite each other's cursor. The
+    lock lives as long as the open file: the kernel releases it when its process dies, even by
+    SIGKILL, so a killed invocation never blocks the next one.
+    """
+    path = Path(instance.root_directory) / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process"
+            log(f"another www materialize ({holder}) is running on this instance; waiting for it to finish")
+            waited = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            log(f"it finished after {time.monotonic() - waited:.0f}s; evaluating what is left")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
 
 
 def fail_orphaned_runs(instance: dg.DagsterInstance, log: Callable[[str], None]) -> int:
     """Mark as failed the runs of an earlier `www materialize` whose process is gone (killed while
-    a run was in progress): left "started", they would hold their partitions "in progress" for ever."""
+    a run was in progress): left "started", they would hold their partitions "in progress" for ever.
+    Their pool slots are freed with them (`report_run_failed` leaves them claimed; only the
+    daemon's run monitoring would free them, and `www materialize` runs without the daemon)."""
     host = socket.gethostname()
     runs = instance.get_runs(
         filters=dg.RunsFilter(
@@ -241,12 +298,120 @@ def fail_orphaned_runs(instance: dg.DagsterInstance, log: Callable[[str], None])
     failed = 0
     for run in runs:
         pid, run_host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-        if pid is None or run_host != host or _process_alive(int(pid)):
+        if pid is None or run_host != host or process_alive(int(pid)):
             continue
         instance.report_run_failed(run, message=f"the www materialize process ({pid}) that ran it is gone")
         log(f"run {run.run_id} of a www materialize that was stopped is marked failed")
         failed += 1
     return failed
+
+
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+def free_pool_slots(instance: dg.DagsterInstance, log: Callable[[str], None]) -> int:
+    """Give back the pool slots that finished runs still hold; returns how many runs had some.
+
+    A run of `www materialize` runs its steps in its own process, so once it is finished (or was
+    marked failed because its process is gone) nothing can use its slots: they are freed now.
+    Other runs' slots are freed as the daemon's run monitoring does, `free_slots_after_run_end_seconds`
+    after their end (their steps may run in other processes for a while).
+    """
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return 0
+    run_ids = storage.get_concurrency_run_ids()
+    if not run_ids:
+        return 0
+    grace = (instance.run_monitoring_settings or {}).get("free_slots_after_run_end_seconds")
+    freed = 0
+    for record in instance.get_run_records(filters=dg.RunsFilter(run_ids=list(run_ids), statuses=FINISHED)):
+        run = record.dagster_run
+        if run.tags.get(LAUNCHED_BY) != LAUNCHED_BY_CLI and (
+            not grace or record.end_time is None or time.time() - record.end_time < grace
+        ):
+            continue
+        storage.free_concurrency_slots_for_run(run.run_id)
+        log(f"the pool slots of run {run.run_id} ({run.status.value.lower()}) are free again")
+        freed += 1
+    return freed
+
+
+def release_orphans(instance: dg.DagsterInstance, log: Callable[[str], None]) -> int:
+    """`fail_orphaned_runs`, then `free_pool_slots`: what a dead process held comes back."""
+    return fail_orphaned_runs(instance, log) + free_pool_slots(instance, log)
+
+
+def _describe_run(instance: dg.DagsterInstance, run_id: str) -> str:
+    run = instance.get_run_by_id(run_id)
+    if run is None:
+        return f"run {run_id} (not in this instance)"
+    where = f"[{run.tags['dagster/partition']}] " if "dagster/partition" in run.tags else ""
+    launcher = (f"www materialize pid {run.tags.get(PID_TAG)}" if run.tags.get(LAUNCHED_BY) == LAUNCHED_BY_CLI
+                else "launched from the UI or the daemon")
+    return f"run {run_id} ({where}{launcher}, {run.status.value.lower()})"
+
+
+class PoolWatch:
+    """While a run executes, say (once per wait) when one of its steps waits for a pool slot, and
+    which runs hold the pool; release what dead processes hold meanwhile.
+
+    Dagster's in-process executor waits for a slot silently at INFO (its "blocked by limit" event
+    is an engine event at DEBUG), so a user would otherwise see a command that does nothing.
+    """
+
+    def __init__(self, instance: dg.DagsterInstance, run_id: str, log: Callable[[str], None],
+                 interval_s: float = POOL_POLL_S):
+        self.instance, self.run_id, self.log, self.interval_s = instance, run_id, log, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="www-pool-watch", daemon=True)
+        self.waited: dict[str, float] = {}  # pool -> seconds this run waited for it
+        self._failed_once = False
+
+    def __enter__(self) -> "PoolWatch":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _waiting_for(self) -> dict[str, object]:
+        storage = self.instance.event_log_storage
+        if not storage.supports_global_concurrency_limits:
+            return {}
+        out = {}
+        for pool in sorted(storage.get_concurrency_keys()):
+            info = storage.get_concurrency_info(pool)
+            if any(s.run_id == self.run_id and s.assigned_timestamp is None for s in info.pending_steps):
+                out[pool] = info
+        return out
+
+    def _watch(self) -> None:
+        since: dict[str, float] = {}
+        while not self._stop.wait(self.interval_s):
+            try:
+                waiting = self._waiting_for()
+                if waiting and release_orphans(self.instance, self.log):
+                    continue  # slots came back: look again before saying anything
+                for pool, info in waiting.items():
+                    if pool not in since:
+                        since[pool] = time.monotonic()
+                        holders = sorted(info.active_run_ids - {self.run_id})
+                        held = "; ".join(_describe_run(self.instance, r) for r in holders) or "no run (yet)"
+                        self.log(f"  waiting for a slot of pool '{pool}' ({info.slot_count} slot(s)), held by {held}")
+                for pool in [p for p in since if p not in waiting]:
+                    self._done_waiting(pool, since)
+            except Exception as err:  # noqa: BLE001 - a progress message must never fail the run
+                if not self._failed_once:
+                    self.log(f"  (could not read the pool slots: {type(err).__name__}: {err})")
+                self._failed_once = True
+        for pool in list(since):  # the run ended before the next look
+            self._done_waiting(pool, since)
+
+    def _done_waiting(self, pool: str, since: dict[str, float]) -> None:
+        self.waited[pool] = time.monotonic() - since.pop(pool)
+        self.log(f"  waited {self.waited[pool]:.0f}s for a slot of pool '{pool}'")
 
 
 def _failure_message(result) -> str:
@@ -283,6 +448,16 @@ def materialize(
     defs = defs or project_defs
     instance = instance or dg.DagsterInstance.get()
     started = time.monotonic()
+    with instance_lock(instance, log):
+        report = _materialize_locked(defs, instance, models=models, force=force, log=log, dry_run=dry_run)
+    report.seconds = time.monotonic() - started
+    if not dry_run:
+        log(f"{len(report.launched)} run(s), {len(report.failed)} failed, {report.ticks} tick(s), "
+            f"{report.seconds:.0f}s")
+    return report
+
+
+def _materialize_locked(defs, instance, *, models, force, log, dry_run) -> RunReport:
     report = RunReport()
     sync = sync_partitions(instance)
     log(f"registry: {sync.summary()}")
@@ -295,7 +470,10 @@ def materialize(
     session = orchestration.Session(only_models=frozenset(models) if models else None, retry_failed=True)
     if force:
         session.forced = configured_entities(defs, configured)
-    fail_orphaned_runs(instance, log)
+    release_orphans(instance, log)
+    removed = default_warehouse().remove_stale_temporaries()
+    if removed:
+        log(f"removed {len(removed)} temporary file(s) that a stopped writer left in the warehouse")
     cursor = load_cursor(instance)
     tags = {LAUNCHED_BY: LAUNCHED_BY_CLI, PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     orchestration.set_session(session)
@@ -308,7 +486,7 @@ def materialize(
                 cursor = result.cursor
                 session.retry_failed = False
                 deferred: set = set()
-                runs = requested_runs(result, order, parents, deferred)
+                runs = whole_steps(defs, requested_runs(result, order, parents, deferred))
                 session.forced |= deferred  # asked for again next tick, after their parents ran
                 if not runs:
                     break
@@ -317,14 +495,15 @@ def materialize(
                 if dry_run:
                     for run in runs:
                         log(f"would materialize [{run.label}] {', '.join(run.names())}")
-                    report.seconds = time.monotonic() - started
                     return report
                 for run in runs:
                     names = run.names()
                     log(f"materializing [{run.label}] {', '.join(names)}")
                     t0 = time.monotonic()
                     try:
-                        outcome = execute_run(defs, run, instance, tags)
+                        run_id = str(uuid.uuid4())
+                        with PoolWatch(instance, run_id, log):
+                            outcome = execute_run(defs, run, instance, tags, run_id=run_id)
                         ok, error = outcome.success, "" if outcome.success else _failure_message(outcome)
                     except Exception as err:  # noqa: BLE001 - report and go on with the other partitions
                         ok, error = False, f"{type(err).__name__}: {err}"
@@ -345,8 +524,6 @@ def materialize(
             save_cursor(instance, cursor)
     finally:
         orchestration.set_session(None)
-    report.seconds = time.monotonic() - started
-    log(f"{len(report.launched)} run(s), {len(report.failed)} failed, {report.ticks} tick(s), {report.seconds:.0f}s")
     return report
 
 

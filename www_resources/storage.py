@@ -10,7 +10,10 @@ Every table is a folder of Parquet files in hive layout under the warehouse root
 Partition columns live in the path only; readers (DuckDB with `hive_partitioning`, or
 `Warehouse.read`) add them back. Each file is written to a hidden temporary file in the same
 folder, flushed to disk, then renamed over the old one, so a reader sees the old file or the new
-one and a crash never leaves a half-written file where the glob looks.
+one and a crash never leaves a half-written file where the glob looks: the temporary file is named
+`.data.parquet.<host>.<pid>.<random>.partial`, which `*.parquet` does not match. A writer killed
+before its rename leaves that file behind; the next write of the partition (and the start of
+`www materialize`) removes the temporary files of writers on this host whose process is gone.
 
 The DuckDB catalog holds one view per table over `<root>/<table>/**/*.parquet`, so new files show
 up in queries without touching the catalog; the catalog file changes only when a table appears.
@@ -31,6 +34,7 @@ import os
 import random
 import re
 import shutil
+import socket
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -46,6 +50,37 @@ from www_resources.tables import TABLES, VECTOR, TableSpec
 
 _SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _DATA_FILE = "data.parquet"
+# .data.parquet.<host>.<pid>.<uuid hex>.partial: who writes it, so that a sweep can tell a dead
+# writer's leftover from a file another process is writing right now
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.partial$")
+
+
+def _host_label() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:63] or "host"
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+def stale_temporaries(folder: Path) -> list[Path]:
+    """Temporary files under `folder` whose writer ran on this host and is gone."""
+    if not Path(folder).exists():
+        return []
+    host = _host_label()
+    out = []
+    for path in Path(folder).rglob(".*.partial"):
+        match = _TEMPORARY.match(path.name)
+        if match and match["host"] == host and not process_alive(int(match["pid"])):
+            out.append(path)
+    return sorted(out)
 
 
 class StorageError(RuntimeError):
@@ -137,7 +172,7 @@ def _write_temporary(table: pa.Table, path: Path) -> Path:
     """Write `table` to a hidden temporary file beside `path` and fsync it; returns its path.
     A failure (read-only folder, full disk, quota) removes it and raises a StorageError naming
     `path`."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.partial"
+    tmp = path.parent / f".{path.name}.{_host_label()}.{os.getpid()}.{uuid.uuid4().hex}.partial"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as sink:
@@ -192,6 +227,7 @@ class Warehouse:
         spec = TABLES[table]
         partition = dict(partition or {})
         folder = self.partition_dir(table, partition)
+        self.remove_stale_temporaries(folder)
         df = df.drop(columns=[c for c in spec.partition_by if c in df.columns])
         if not spec.file_by:
             path = folder / _DATA_FILE
@@ -231,6 +267,20 @@ class Warehouse:
             if old.parent not in fresh:
                 old.unlink()
         return written
+
+    def remove_stale_temporaries(self, folder: Path | None = None) -> list[Path]:
+        """Remove the temporary files that killed writers left under `folder` (default: the whole
+        warehouse); returns them. Files of live writers are left alone."""
+        removed = []
+        for path in stale_temporaries(folder if folder is not None else Path(self.root)):
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:  # another sweep got it first
+                pass
+            except OSError:  # a read-only warehouse: the write that follows says so
+                pass
+        return removed
 
     def files(self, table: str, partition: Mapping[str, str] | None = None) -> list[Path]:
         folder = self.partition_dir(table, partition) if partition else self.table_dir(table)
