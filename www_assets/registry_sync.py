@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from www_assets.partitions import concept_sets, models
+from www_assets.partitions import clips, concept_sets, models, probe_sets
 
 
 @dataclass
@@ -16,6 +16,8 @@ class SyncResult:
     new_models: list[str] = field(default_factory=list)
     retired_models: list[str] = field(default_factory=list)  # partitions whose registry file is gone
     new_concept_sets: list[str] = field(default_factory=list)
+    new_clips: list[str] = field(default_factory=list)  # CLIP keys a model asks for (www_assets/partitions.py)
+    new_probe_sets: list[str] = field(default_factory=list)  # probe-view keys a model asks for
     errors: dict[str, str] = field(default_factory=dict)  # file -> message
     observed: list[str] = field(default_factory=list)  # configuration sources that changed
 
@@ -28,6 +30,10 @@ class SyncResult:
                          "moves their warehouse files aside)")
         if self.new_concept_sets:
             parts.append(f"new concept sets {self.new_concept_sets}")
+        if self.new_clips:
+            parts.append(f"new CLIP partitions {self.new_clips}")
+        if self.new_probe_sets:
+            parts.append(f"new probe-view partitions {self.new_probe_sets}")
         if self.observed:
             parts.append(f"configuration changed: {', '.join(self.observed)}")
         if self.errors:
@@ -66,6 +72,13 @@ def registry_changes(instance) -> SyncResult:
                 )
     known_sets = set(instance.get_dynamic_partitions(concept_sets.name))
     result.new_concept_sets = sorted((used & set(sets)) - known_sets)
+    # the shared CLIP partitions: added when a model first asks for them, never retired (their
+    # data serves any model that asks again; a key no model asks for is simply not configured)
+    from www_assets.orchestration import shared_partitions
+
+    shared = shared_partitions(scan.entries)
+    result.new_clips = sorted({c for _, c, _ in shared} - set(instance.get_dynamic_partitions(clips.name)))
+    result.new_probe_sets = sorted({p for _, _, p in shared} - set(instance.get_dynamic_partitions(probe_sets.name)))
     return result
 
 
@@ -81,6 +94,10 @@ def sync_partitions(instance) -> SyncResult:
         instance.delete_dynamic_partition(models.name, name)
     if result.new_concept_sets:
         instance.add_dynamic_partitions(concept_sets.name, result.new_concept_sets)
+    if result.new_clips:
+        instance.add_dynamic_partitions(clips.name, result.new_clips)
+    if result.new_probe_sets:
+        instance.add_dynamic_partitions(probe_sets.name, result.new_probe_sets)
     for observation in changed_observations(instance):
         instance.report_runless_asset_event(observation)
         key = observation.asset_key.to_user_string()
