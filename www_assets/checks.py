@@ -143,9 +143,9 @@ def _table_partitioning(partitions_def) -> tuple[str, ...] | None:
         return ()
     if partitions_def == models:
         return ("model",)
-    if partitions_def in (model_concepts, clip_concepts, clip_probes):
-        return tuple(d.name for d in partitions_def.partitions_defs)
-    return None
+    known = {model_concepts: ("model", "concept_set"), clip_concepts: ("clip", "concept_set"),
+             clip_probes: ("clip", "probe")}
+    return next((columns for definition, columns in known.items() if definition == partitions_def), None)
 
 
 def _partition_of(context: dg.AssetCheckExecutionContext, partitions_def) -> dict[str, str]:
