@@ -596,3 +596,26 @@ def test_real_definitions_carry_the_policy_and_a_new_model_starts_its_own_chain(
         assert {k.asset_key for k in run.checks} <= run.assets, "a check runs apart from its asset"
         for asset in run.assets:
             assert checks_of[asset] <= run.checks, f"{asset.to_user_string()} [{run.label}] runs without its checks"
+
+
+def test_sync_moves_warehouse_folders_of_the_old_per_model_clip_layout_aside(register_model, www_data_dir):
+    """Before the CLIP tables were shared they were partitioned by model (and concept set); the
+    sync moves those folders under data/retired/ and leaves the new layout and other tables alone."""
+    from www_assets.registry_sync import sync_partitions
+
+    register_model("m1", concept_sets=["tiny"])
+    warehouse = Warehouse(www_data_dir / "warehouse")
+    texts = pd.DataFrame({"clip_model": "c", "concept_id": np.int32([0]), "concept": ["red"], "form": ["raw"],
+                          "text": ["red"], "vector": [np.ones(4, np.float32)]})
+    old = warehouse.root / "clip_text_embeddings" / "model=m1" / "concept_set=tiny"
+    old.mkdir(parents=True)
+    (old / "data.parquet").write_bytes(b"old layout")
+    warehouse.write("clip_text_embeddings", texts, {"clip": "c-1", "concept_set": "tiny"})
+    warehouse.write("activations", pd.DataFrame({"layer": ["l"], "image_id": ["a"], "vector": [np.ones(2)]}),
+                    {"model": "m1"})
+    result = sync_partitions(dg.DagsterInstance.ephemeral())
+    assert result.moved_aside == ["clip_text_embeddings/model=m1"]
+    assert not old.exists() and list((www_data_dir / "retired").glob("*/clip_text_embeddings/model=m1/concept_set=tiny"))
+    assert warehouse.read("clip_text_embeddings")["clip"].tolist() == ["c-1"]
+    assert warehouse.has_partition("activations", {"model": "m1"})
+    assert sync_partitions(dg.DagsterInstance.ephemeral()).moved_aside == []

@@ -20,6 +20,7 @@ class SyncResult:
     new_probe_sets: list[str] = field(default_factory=list)  # probe-view keys a model asks for
     errors: dict[str, str] = field(default_factory=dict)  # file -> message
     observed: list[str] = field(default_factory=list)  # configuration sources that changed
+    moved_aside: list[str] = field(default_factory=list)  # warehouse folders of an older partitioning
 
     def summary(self) -> str:
         parts = []
@@ -36,6 +37,9 @@ class SyncResult:
             parts.append(f"new probe-view partitions {self.new_probe_sets}")
         if self.observed:
             parts.append(f"configuration changed: {', '.join(self.observed)}")
+        if self.moved_aside:
+            parts.append(f"moved {len(self.moved_aside)} folder(s) of an older partitioning under data/retired/: "
+                         + ", ".join(self.moved_aside))
         if self.errors:
             parts.append("skipped: " + "; ".join(self.errors.values()))
         return ", ".join(parts) or "registry unchanged"
@@ -82,12 +86,50 @@ def registry_changes(instance) -> SyncResult:
     return result
 
 
+def stale_layout_folders() -> list:
+    """Warehouse folders written under another partitioning than their table's now: a top-level
+    `<key>=<value>` folder whose key is not the table's first partition column (e.g.
+    `clip_text_embeddings/model=<m>` from before the CLIP tables were keyed by CLIP)."""
+    from www_resources import paths
+    from www_resources.tables import TABLES
+
+    root = paths.warehouse_dir()
+    stale = []
+    for table, spec in sorted(TABLES.items()):
+        folder = root / table
+        if not spec.partition_by or not folder.is_dir():
+            continue
+        stale += [p for p in sorted(folder.glob("*=*")) if p.is_dir() and p.name.split("=", 1)[0] != spec.partition_by[0]]
+    return stale
+
+
+def retire_stale_layouts(stamp: str) -> list[str]:
+    """Move the `stale_layout_folders` to `<data>/retired/<stamp>/<table>/<folder>` (moving them
+    back restores them); the new partitions are computed by the next materialization. Returns
+    the folders moved, as `<table>/<folder>`."""
+    import shutil
+
+    from www_resources import paths
+
+    moved = []
+    for path in stale_layout_folders():
+        destination = paths.data_dir() / "retired" / stamp / path.parent.name / path.name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), str(destination))
+        moved.append(f"{path.parent.name}/{path.name}")
+    return moved
+
+
 def sync_partitions(instance) -> SyncResult:
-    """Add the partitions of new registry entries, remove those of deleted files, and record an
-    observation of every configuration source that changed; returns what changed."""
+    """Add the partitions of new registry entries, remove those of deleted files, move warehouse
+    folders of an older partitioning aside, and record an observation of every configuration
+    source that changed; returns what changed."""
+    import time
+
     from www_assets.sources import changed_observations
 
     result = registry_changes(instance)
+    result.moved_aside = retire_stale_layouts(time.strftime("%Y%m%dT%H%M%S"))
     if result.new_models:
         instance.add_dynamic_partitions(models.name, result.new_models)
     for name in result.retired_models:
