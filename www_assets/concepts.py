@@ -226,7 +226,7 @@ def clip_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbedd
         b, g2 = len(ids), len(grid)
         crops = crop_resize(pixels.repeat_interleave(g2, 0), grid.repeat(b, 1), pre.size)
         vectors.append(clip.encode_images(crops, batch_size=device.batch_size).cpu())
-        out_ids += list(np.repeat(ids, g2))
+        out_ids += [image_id for image_id in ids for _ in range(g2)]
         out_views += names * b
         progress(min(start + step, len(rows)), len(rows))
     matrix = torch.cat(vectors).numpy().astype(np.float32)

@@ -9,9 +9,13 @@ restricted to what the registry configures:
 * it waits while a configured parent partition is missing (unless that parent runs in the same
   run) or in progress, and never runs twice at once;
 * only *configured* partitions run: a `models` key with a valid registry file, and a
-  model x concept-set pair that the model's file lists; the world's own assets only when a
-  registered model lives in the world. Cross-model (unpartitioned) tables wait for every
+  model x concept-set pair that the model's file lists; the shared CLIP partitions (CLIP x
+  concept set, CLIP x probe view) that some configured model reads; the world's own assets only
+  when a registered model lives in the world. Cross-model (unpartitioned) tables wait for every
   configured parent partition;
+* a shared CLIP table's update counts only for the model partitions that read it
+  (`SharedInputsUpdated`): their consumers depend on every partition of it, since a partition
+  mapping cannot follow the registry's model -> CLIP map;
 * a failed partition is retried once per cron tick (`$WWW_SCHEDULE_CRON`, daily at 03:00 UTC by
   default: the `daily_retry` clause), and once per `www materialize`, not on every tick.
 
