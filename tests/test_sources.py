@@ -168,3 +168,16 @@ def test_source_versions_hash_what_each_partition_reads(register_model, www_data
     (www_data_dir / "world.yaml").write_text("world: {seed: 1}\nclip: {epochs: 2}\n")
     changed = sources.world_versions()
     assert changed["world"] == world["world"] and changed["clip"] != world["clip"]
+
+
+def test_a_models_new_clip_computes_its_shared_partitions_once_and_nothing_of_the_other_model(settled, www_data_dir):
+    path = www_data_dir / "models" / "a.yaml"
+    entry = yaml.safe_load(path.read_text())
+    before = shared("a", ["s1", "s2"])
+    entry["clip"] = "openclip:ViT-B-16?pretrained=openai"
+    path.write_text(yaml.safe_dump(entry))
+    after = shared("a", ["s1", "s2"])
+    assert not after & before  # other keys: the old ones stay, b still reads them
+    requested = settled.after_edit()  # fails on anything requested twice
+    assert requested == after | model_chain("a", ["s1", "s2"]) | {("evaluation_summary", None)}
+    assert not {p for _, p in requested} & {"b", pair("b", "s1")}
