@@ -35,6 +35,7 @@ from www_assets.partitions import (
     models,
     probe_key,
     probe_sets,
+    shared_partitions,
 )
 from www_resources.registry import RegistryError, get_model
 from www_resources.storage import Warehouse
@@ -156,7 +157,7 @@ def add_partitions(instance, model_keys=(), set_keys=()):
     if model_keys:
         instance.add_dynamic_partitions(models.name, list(model_keys))
         # the shared CLIP partitions of the registered ones, as the registry sync adds them
-        shared = orchestration.shared_partitions({m: get_model(m) for m in model_keys if get_model_or_none(m)})
+        shared = shared_partitions({m: get_model(m) for m in model_keys if get_model_or_none(m)})
         instance.add_dynamic_partitions(clips.name, sorted({c for _, c, _ in shared}))
         instance.add_dynamic_partitions(probe_sets.name, sorted({p for _, _, p in shared}))
     if set_keys:

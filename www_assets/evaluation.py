@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 
 from www_assets.common import image_markdown, model_entry, table_metadata
+from www_assets.concepts import SHARED_CLIP_DEPS, model_clip_texts, model_clip_views
 from www_assets.methods.concept_eval import METRICS, evaluate_selections, summarize_concept_eval
 from www_assets.methods.concept_scoring import MAJOR_ALPHA
 from www_assets.methods.report import LayerRoles, results_by_role
-from www_assets.concepts import SHARED_CLIP_DEPS, model_clip_texts, model_clip_views
 from www_assets.partitions import concept_set_key, model_concepts
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
 

@@ -42,7 +42,16 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from www_assets.partitions import clip_concepts, clip_probes, clips, concept_sets, model_concepts, models, probe_sets
+from www_assets.partitions import (
+    clip_concepts,
+    clip_probes,
+    clips,
+    concept_sets,
+    model_concepts,
+    models,
+    probe_sets,
+    shared_partitions,
+)
 
 REGISTRY_POLL_SECONDS = 30
 AUTOMATION_INTERVAL_SECONDS = 30
@@ -169,19 +178,6 @@ def read_configured() -> ConfiguredPartitions:
     pairs = {(name, c) for name, entry in entries.items() for c in entry.concept_sets if c in defined_sets}
     return ConfiguredPartitions(frozenset(entries), frozenset(pairs), world_needed(), frozenset(shared_partitions(entries)))
 
-
-def shared_partitions(entries) -> list[tuple[str, str, str]]:
-    """(model, CLIP key, probe-view key) of the entries whose keys resolve (a preprocessing whose
-    default resize cannot be read leaves its model out of the shared partitions)."""
-    from www_assets.partitions import shared_keys
-
-    out = []
-    for name, entry in entries.items():
-        try:
-            out.append((name, *shared_keys(entry)))
-        except Exception:  # noqa: BLE001 - a model that cannot be loaded is reported when its own run loads it
-            continue
-    return out
 
 
 @dataclass

@@ -100,6 +100,18 @@ def shared_keys(entry) -> tuple[str, str]:
     return _shared_cache[memo]
 
 
+def shared_partitions(entries) -> list[tuple[str, str, str]]:
+    """(model, CLIP key, probe-view key) of the entries whose keys resolve (a preprocessing whose
+    default resize cannot be read leaves its model out of the shared partitions)."""
+    out = []
+    for name, entry in entries.items():
+        try:
+            out.append((name, *shared_keys(entry)))
+        except Exception:  # noqa: BLE001 - a model that cannot be loaded is reported when its own run loads it
+            continue
+    return out
+
+
 def sharing_model(context):
     """A registered model whose CLIP (and probe view, for clip x probe runs) is this run's
     partition: the shared assets read the CLIP spec, the probe set and its geometry from it.

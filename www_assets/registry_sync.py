@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from www_assets.partitions import clips, concept_sets, models, probe_sets
+from www_assets.partitions import clips, concept_sets, models, probe_sets, shared_partitions
 
 
 @dataclass
@@ -78,8 +78,6 @@ def registry_changes(instance) -> SyncResult:
     result.new_concept_sets = sorted((used & set(sets)) - known_sets)
     # the shared CLIP partitions: added when a model first asks for them, never retired (their
     # data serves any model that asks again; a key no model asks for is simply not configured)
-    from www_assets.orchestration import shared_partitions
-
     shared = shared_partitions(scan.entries)
     result.new_clips = sorted({c for _, c, _ in shared} - set(instance.get_dynamic_partitions(clips.name)))
     result.new_probe_sets = sorted({p for _, _, p in shared} - set(instance.get_dynamic_partitions(probe_sets.name)))
