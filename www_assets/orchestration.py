@@ -553,10 +553,14 @@ with warnings.catch_warnings():
 def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Registry files -> dynamic partitions and source observations. The cursor remembers the bad
     files already reported, so each problem is logged once; the skip reason lists the current ones."""
-    from www_assets.registry_sync import registry_changes
+    from www_assets.registry_sync import registry_changes, retire_stale_layouts
     from www_assets.sources import CONCEPT_SET_SPEC, REGISTRY_FILE, changed_observations
 
     changes = registry_changes(context.instance)
+    # a warehouse from before the shared CLIP partitions: its per-model CLIP folders would break
+    # the tables' views as soon as the new partitions are written (as `www materialize` does)
+    for folder in retire_stale_layouts(time.strftime("%Y%m%dT%H%M%S")):
+        context.log.warning(f"moved {folder} (a partitioning this table no longer has) under data/retired/")
     errors = dict(sorted(changes.errors.items()))
     reported = json.loads(context.cursor) if context.cursor else {}
     for source, message in errors.items():
