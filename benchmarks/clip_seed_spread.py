@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # tables whose files the CLIP's retraining rewrites; everything else is linked from --source
-REWRITTEN = ("world_clip", "clip_image_embeddings", "clip_text_embeddings", "concept_scores", "neuron_concepts",
-             "concept_eval", "evaluation_summary")
+REWRITTEN = ("world_clip", "clip_image_embeddings", "clip_gradcam_embeddings", "clip_text_embeddings",
+             "concept_scores", "neuron_concepts", "concept_eval", "evaluation_summary")
 HEADLINE_METRICS = ("clip_cos", "text_cos", "f1", "hit", "hit_tie_aware")
 
 
@@ -76,14 +76,19 @@ def run_seed(seed: int) -> None:
 
     from www_assets.definitions import defs
     from www_assets.methods.concept_eval import summarize_concept_eval
+    from www_assets.partitions import shared_keys
     from www_resources.registry import get_model, scan_models
     from www_resources.storage import default_warehouse
 
     instance = dg.DagsterInstance.ephemeral()
     names = sorted(scan_models().entries)
     concept_sets = sorted({c for name in names for c in get_model(name).concept_sets})
+    # the shared CLIP partitions (www_assets/partitions.py): computed once for the models that share them
+    shared = {name: shared_keys(get_model(name)) for name in names}
     instance.add_dynamic_partitions("models", names)
     instance.add_dynamic_partitions("concept_sets", concept_sets)
+    instance.add_dynamic_partitions("clips", sorted({c for c, _ in shared.values()}))
+    instance.add_dynamic_partitions("probe_sets", sorted({p for _, p in shared.values()}))
     assets = list(defs.assets)
 
     def step(selection, partition_key=None, run_config=None):
@@ -95,11 +100,15 @@ def run_seed(seed: int) -> None:
               flush=True)
 
     step(["world_clip"], run_config={"ops": {"world_clip": {"config": {"seed": seed}}}})
+    for clip, probe in sorted(set(shared.values())):
+        step(["clip_image_embeddings"], dg.MultiPartitionKey({"clip": clip, "probe": probe}))
+    for clip, concept_set in sorted({(shared[n][0], c) for n in names for c in get_model(n).concept_sets}):
+        step(["clip_text_embeddings"], dg.MultiPartitionKey({"clip": clip, "concept_set": concept_set}))
     for name in names:
-        step(["clip_image_embeddings"], name)
+        step(["clip_gradcam_embeddings"], name)
         for concept_set in get_model(name).concept_sets:
             key = dg.MultiPartitionKey({"model": name, "concept_set": concept_set})
-            step(["clip_text_embeddings", "concept_scores", "neuron_concepts", "concept_eval"], key)
+            step(["concept_scores", "neuron_concepts", "concept_eval"], key)
     summary = summarize_concept_eval(default_warehouse().read("concept_eval"))
     clip = default_warehouse().read("world_clip")
     out = Path(os.environ["WWW_DATA_DIR"])

@@ -25,7 +25,19 @@ from www_assets.checks import (
     table_checks,
 )
 from www_assets.orchestration import ConfiguredPartitions, check_condition, read_configured, with_automation
-from www_assets.partitions import concept_sets, model_concepts, models
+from www_assets.partitions import (
+    clip_concepts,
+    clip_key,
+    clip_probes,
+    clips,
+    concept_sets,
+    model_concepts,
+    models,
+    probe_key,
+    probe_sets,
+    shared_partitions,
+)
+from www_resources.registry import RegistryError, get_model
 from www_resources.storage import Warehouse
 
 ASSETS_M = ["probe_images", "activations", "class_shapley"]  # partitioned by model
@@ -82,8 +94,19 @@ def fake_definitions(code_versions: dict[str, str] | None = None, fail_for: set[
     return dg.Definitions(assets=with_automation(assets), asset_checks=[activations_ok])
 
 
+def get_model_or_none(name: str):
+    try:
+        return get_model(name)
+    except RegistryError:
+        return None
+
+
 def pair(model: str, concept_set: str) -> str:
     return str(dg.MultiPartitionKey({"model": model, "concept_set": concept_set}))
+
+
+def clip_pair(clip: str, concept_set: str) -> str:
+    return str(dg.MultiPartitionKey({"clip": clip, "concept_set": concept_set}))
 
 
 def chain(model: str, concept_set: str, assets_m=ASSETS_M, assets_mc=ASSETS_MC, check=True) -> set:
@@ -133,6 +156,10 @@ def entities(runs) -> set[tuple[str, str | None]]:
 def add_partitions(instance, model_keys=(), set_keys=()):
     if model_keys:
         instance.add_dynamic_partitions(models.name, list(model_keys))
+        # the shared CLIP partitions of the registered ones, as the registry sync adds them
+        shared = shared_partitions({m: get_model(m) for m in model_keys if get_model_or_none(m)})
+        instance.add_dynamic_partitions(clips.name, sorted({c for _, c, _ in shared}))
+        instance.add_dynamic_partitions(probe_sets.name, sorted({p for _, _, p in shared}))
     if set_keys:
         instance.add_dynamic_partitions(concept_sets.name, list(set_keys))
 
@@ -220,14 +247,20 @@ def test_configured_partitions_follow_the_registry(register_model, www_data_dir)
     register_model("b", concept_sets=["s2"])
     (www_data_dir / "models" / "broken.yaml").write_text("::: not yaml")
     configured = read_configured()
+    clip, probe = clip_key("openclip:ViT-B-32?pretrained=openai"), probe_key(get_model("a"))
     assert configured == ConfiguredPartitions(
-        frozenset({"a", "b"}), frozenset({("a", "s1"), ("a", "s2"), ("b", "s2")}), world=False)
+        frozenset({"a", "b"}), frozenset({("a", "s1"), ("a", "s2"), ("b", "s2")}), world=False,
+        shared=frozenset({("a", clip, probe), ("b", clip, probe)}))
     assert not configured.includes_asset("world_scenes") and configured.includes_asset("evaluation_summary")
     register_model("w", concept_sets=["s1"], probe_set="world:probe")
     assert read_configured().includes_asset("world_scenes")
     assert configured.keys_for(models) == {"a", "b"}
     assert configured.keys_for(concept_sets) == {"s1", "s2"}
     assert configured.keys_for(model_concepts) == {pair("a", "s1"), pair("a", "s2"), pair("b", "s2")}
+    # a and b share their CLIP and probe view: one partition of each shared table for both
+    assert configured.keys_for(clip_concepts) == {clip_pair(clip, "s1"), clip_pair(clip, "s2")}
+    assert configured.keys_for(clip_probes) == {dg.MultiPartitionKey({"clip": clip, "probe": probe})}
+    assert configured.only(["b"]).keys_for(clip_concepts) == {clip_pair(clip, "s2")}
     assert configured.keys_for(None) is None
 
 
@@ -250,7 +283,9 @@ def test_registry_sensor_adds_partitions_and_names_the_malformed_file(dagster_in
 
     result = sensor(dg.build_sensor_context(instance=dagster_instance))
     requests = {(r.partitions_def_name, tuple(r.partition_keys)) for r in result.dynamic_partitions_requests}
-    assert requests == {("models", ("good",)), ("concept_sets", ("tiny",))}
+    entry = get_model("good")
+    assert requests == {("models", ("good",)), ("concept_sets", ("tiny",)), ("clips", (clip_key(entry.clip),)),
+                        ("probe_sets", (probe_key(entry),))}
     assert str(bad) in result.cursor  # the bad file is reported (once) and remembered
     for request in result.dynamic_partitions_requests:  # what the daemon does with them
         dagster_instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
@@ -526,7 +561,8 @@ def test_checks_read_only_the_checked_partition(register_model, www_data_dir, mo
 
 def test_real_definitions_carry_the_policy_and_a_new_model_starts_its_own_chain(register_model):
     """The first tick for a new image-folder model with two concept sets: its model-partitioned
-    chain (one run) and its concept sets' text embeddings (one run per pair), each run carrying the
+    chain (one run), the text embeddings of its CLIP x each concept set and the image embeddings of its
+    CLIP x probe view (one run per partition), each run carrying the
     checks of the tables it writes; nothing of the world, nothing that waits on those."""
     from www_assets.definitions import defs
     from www_assets.sources import SOURCE_KEYS
@@ -547,10 +583,13 @@ def test_real_definitions_carry_the_policy_and_a_new_model_starts_its_own_chain(
     requested = entities(runs)
     assets = {(a, k) for a, k in requested if ":" not in a}
     assert {("model_training", "tiny"), ("probe_images", "tiny"), ("activations", "tiny")} <= assets
-    assert {k for _, k in assets} <= {"tiny", pair("tiny", "tiny"), pair("tiny", "other")}
+    clip, probe = clip_key("openclip:ViT-B-32?pretrained=openai"), probe_key(get_model("tiny"))
+    images = str(dg.MultiPartitionKey({"clip": clip, "probe": probe}))
+    assert {k for _, k in assets} <= {"tiny", images, clip_pair(clip, "tiny"), clip_pair(clip, "other")}
     assert not {a for a, _ in assets} & {*orchestration.WORLD_ONLY_ASSETS, "evaluation_summary", "neuron_concepts"}
     text_runs = {r.partition_key for r in runs if dg.AssetKey("clip_text_embeddings") in r.assets}
-    assert text_runs == {pair("tiny", "tiny"), pair("tiny", "other")}
+    assert text_runs == {clip_pair(clip, "tiny"), clip_pair(clip, "other")}
+    assert {r.partition_key for r in runs if dg.AssetKey("clip_image_embeddings") in r.assets} == {images}
     checks_of = defaultdict(set)
     for key in runner.check_specs(defs):
         checks_of[key.asset_key].add(key)
@@ -558,3 +597,26 @@ def test_real_definitions_carry_the_policy_and_a_new_model_starts_its_own_chain(
         assert {k.asset_key for k in run.checks} <= run.assets, "a check runs apart from its asset"
         for asset in run.assets:
             assert checks_of[asset] <= run.checks, f"{asset.to_user_string()} [{run.label}] runs without its checks"
+
+
+def test_sync_moves_warehouse_folders_of_the_old_per_model_clip_layout_aside(register_model, www_data_dir):
+    """Before the CLIP tables were shared they were partitioned by model (and concept set); the
+    sync moves those folders under data/retired/ and leaves the new layout and other tables alone."""
+    from www_assets.registry_sync import sync_partitions
+
+    register_model("m1", concept_sets=["tiny"])
+    warehouse = Warehouse(www_data_dir / "warehouse")
+    texts = pd.DataFrame({"clip_model": "c", "concept_id": np.int32([0]), "concept": ["red"], "form": ["raw"],
+                          "text": ["red"], "vector": [np.ones(4, np.float32)]})
+    old = warehouse.root / "clip_text_embeddings" / "model=m1" / "concept_set=tiny"
+    old.mkdir(parents=True)
+    (old / "data.parquet").write_bytes(b"old layout")
+    warehouse.write("clip_text_embeddings", texts, {"clip": "c-1", "concept_set": "tiny"})
+    warehouse.write("activations", pd.DataFrame({"layer": ["l"], "image_id": ["a"], "vector": [np.ones(2)]}),
+                    {"model": "m1"})
+    result = sync_partitions(dg.DagsterInstance.ephemeral())
+    assert result.moved_aside == ["clip_text_embeddings/model=m1"]
+    assert not old.exists() and list((www_data_dir / "retired").glob("*/clip_text_embeddings/model=m1/concept_set=tiny"))
+    assert warehouse.read("clip_text_embeddings")["clip"].tolist() == ["c-1"]
+    assert warehouse.has_partition("activations", {"model": "m1"})
+    assert sync_partitions(dg.DagsterInstance.ephemeral()).moved_aside == []

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -162,3 +163,26 @@ def test_whole_graph_on_a_real_model_path_then_nothing_is_recomputed(tiny_world,
     again = []
     second = materialize(log=again.append)
     assert second.launched == [] and second.failed == [], again
+
+    # a second model with the same CLIP, probe set (and geometry) and concept set: its own chain
+    # runs, the shared text and full/grid image embeddings do not
+    shared_before = catalog.query("select count(*) n from clip_image_embeddings")["n"].iloc[0]
+    (data / "models" / "tiny2.yaml").write_text(registry.read_text().replace("name: tiny", "name: tiny2"))
+    added = []
+    third = materialize(log=added.append)
+    assert third.failed == [], added
+    runs = Counter(label for label, entities in third.launched
+                   for e in entities if ":" not in e and e in ("clip_text_embeddings", "clip_image_embeddings"))
+    assert runs == Counter(), third.launched
+    tiny2 = {e for label, entities in third.launched if "tiny2" in label for e in entities if ":" not in e}
+    assert {"clip_gradcam_embeddings", "concept_scores", "concept_eval", "activations"} <= tiny2
+    assert catalog.query("select count(*) n from clip_image_embeddings")["n"].iloc[0] == shared_before
+    partitions = catalog.query("select count(distinct clip || probe) n from clip_image_embeddings")["n"].iloc[0]
+    assert partitions == 1
+    # the two identical models read the same embeddings: the same concepts, to the last bit
+    scores = catalog.query("select model, layer, neuron, method, kind, rank, concept, score from concept_scores "
+                           "order by layer, neuron, method, kind, rank, model")
+    one, two = (scores[scores["model"] == m].drop(columns="model").reset_index(drop=True) for m in ("tiny", "tiny2"))
+    assert len(one) and one.equals(two)
+    last = []
+    assert materialize(log=last.append).launched == [], last

@@ -27,14 +27,24 @@ WORDS_READERS = ["sample_explanations", "misprediction_detection", "rejection_cu
 HINT_REGIONS = ["concept_hierarchy", "responsible_regions", "concept_classifiers", "neuron_concept_shapley",
                 "concept_localization"]
 MODEL_ASSETS = ["model_training", "probe_images", "predictions", "activations", "neuron_examples", "gradcam_crops",
-                "crop_examples", "clip_image_embeddings", "class_shapley", *WORDS_READERS, *HINT_REGIONS]
-PAIR_ASSETS = ["clip_text_embeddings", "concept_scores", "neuron_concepts", "neuron_galleries", "concept_eval",
-               "ablation_curves"]
+                "crop_examples", "clip_gradcam_embeddings", "class_shapley", *WORDS_READERS, *HINT_REGIONS]
+PAIR_ASSETS = ["concept_scores", "neuron_concepts", "neuron_galleries", "concept_eval", "ablation_curves"]
 WORLD = ["world_scenes", "world_parts", "world_classes", "world_vocabulary"]
 
 
 def pair(model, concept_set):
     return str(dg.MultiPartitionKey({"model": model, "concept_set": concept_set}))
+
+
+def shared(model, concept_sets=()) -> set:
+    """The shared CLIP partitions a model reads: its CLIP x probe view, its CLIP x each concept set."""
+    from www_assets.partitions import shared_keys
+    from www_resources.registry import get_model
+
+    clip, probe = shared_keys(get_model(model))
+    out = {("clip_image_embeddings", str(dg.MultiPartitionKey({"clip": clip, "probe": probe})))}
+    return out | {("clip_text_embeddings", str(dg.MultiPartitionKey({"clip": clip, "concept_set": c})))
+                  for c in concept_sets}
 
 
 class Settled:
@@ -118,15 +128,19 @@ def test_editing_world_yaml_reruns_the_world_or_its_clip_and_what_depends_on_the
     path = www_data_dir / "world.yaml"
     # the clip section: the world CLIP and what reads its embeddings, not the world or the training
     path.write_text(yaml.safe_dump({"world": {"seed": 0, "n_train": 64}, "clip": {"epochs": 2}}))
-    clip_readers = ["clip_image_embeddings", *WORDS_READERS]
+    clip_readers = ["clip_gradcam_embeddings", *WORDS_READERS]
     expected = {("world_clip", None), ("evaluation_summary", None)}
     for model, sets in (("a", ["s1", "s2"]), ("b", ["s1"])):
         expected |= model_chain(model, sets, assets=clip_readers)
+    # a and b share the CLIP and the probe set: their embeddings are computed once (after_edit
+    # fails on a partition requested twice)
+    expected |= shared("a", ["s1", "s2"]) | shared("b", ["s1"])
+    assert len(shared("a", ["s1", "s2"]) | shared("b", ["s1"])) == 3
     assert settled.after_edit() == expected
     # the world section: everything of every world model
     path.write_text(yaml.safe_dump({"world": {"seed": 1, "n_train": 64}, "clip": {"epochs": 2}}))
     everything = {(a, None) for a in [*WORLD, "world_clip", "evaluation_summary"]}
-    everything |= model_chain("a", ["s1", "s2"]) | model_chain("b", ["s1"])
+    everything |= model_chain("a", ["s1", "s2"]) | model_chain("b", ["s1"]) | shared("a", ["s1", "s2"])
     assert settled.after_edit() == everything
 
 
@@ -137,6 +151,7 @@ def test_editing_a_concept_set_reruns_its_pairs(settled, www_data_dir):
     path.write_text(yaml.safe_dump(sets))
     expected = {(a, pair("a", "s2")) for a in PAIR_ASSETS}
     expected |= {(a, "a") for a in WORDS_READERS}
+    expected |= shared("a", ["s2"]) - shared("a")  # the texts of s2, not the images
     assert settled.after_edit() == expected | {("evaluation_summary", None)}
     # the list file a `file:` spec names is read too
     (www_data_dir / "other-concepts.txt").write_text("red\nblue\n")
@@ -153,3 +168,16 @@ def test_source_versions_hash_what_each_partition_reads(register_model, www_data
     (www_data_dir / "world.yaml").write_text("world: {seed: 1}\nclip: {epochs: 2}\n")
     changed = sources.world_versions()
     assert changed["world"] == world["world"] and changed["clip"] != world["clip"]
+
+
+def test_a_models_new_clip_computes_its_shared_partitions_once_and_nothing_of_the_other_model(settled, www_data_dir):
+    path = www_data_dir / "models" / "a.yaml"
+    entry = yaml.safe_load(path.read_text())
+    before = shared("a", ["s1", "s2"])
+    entry["clip"] = "openclip:ViT-B-16?pretrained=openai"
+    path.write_text(yaml.safe_dump(entry))
+    after = shared("a", ["s1", "s2"])
+    assert not after & before  # other keys: the old ones stay, b still reads them
+    requested = settled.after_edit()  # fails on anything requested twice
+    assert requested == after | model_chain("a", ["s1", "s2"]) | {("evaluation_summary", None)}
+    assert not {p for _, p in requested} & {"b", pair("b", "s1")}

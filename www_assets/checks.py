@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from www_assets.orchestration import check_condition, read_configured
-from www_assets.partitions import model_concepts, models
+from www_assets.partitions import clip_concepts, clip_probes, model_concepts, models, shared_keys
 from www_resources.dagster_resources import WarehouseResource
 from www_resources.storage import Warehouse
 from www_resources.tables import TABLES
@@ -53,8 +53,9 @@ NAN_FREE_COLUMNS: dict[str, tuple[str, ...]] = {
 SCORED_ROWS: dict[str, Callable[[pd.DataFrame], pd.Series]] = {
     "neuron_concepts": lambda df: df["concept"].notna(),
 }
-# table -> the table whose vectors must have the same width, for the same model
-CLIP_WIDTH_PARTNER = {"clip_image_embeddings": "clip_text_embeddings", "clip_text_embeddings": "clip_image_embeddings"}
+# table -> the table whose vectors must have the same width, for the same CLIP
+CLIP_WIDTH_PARTNER = {"clip_image_embeddings": "clip_text_embeddings", "clip_text_embeddings": "clip_image_embeddings",
+                      "clip_gradcam_embeddings": "clip_text_embeddings"}
 VECTOR_TABLES = {"activations", *CLIP_WIDTH_PARTNER}
 SUMMARY_TABLE = "evaluation_summary"
 TARGET_TABLES = {"model_training", "world_clip"}
@@ -142,9 +143,9 @@ def _table_partitioning(partitions_def) -> tuple[str, ...] | None:
         return ()
     if partitions_def == models:
         return ("model",)
-    if partitions_def == model_concepts:
-        return ("model", "concept_set")
-    return None
+    known = {model_concepts: ("model", "concept_set"), clip_concepts: ("clip", "concept_set"),
+             clip_probes: ("clip", "probe")}
+    return next((columns for definition, columns in known.items() if definition == partitions_def), None)
 
 
 def _partition_of(context: dg.AssetCheckExecutionContext, partitions_def) -> dict[str, str]:
@@ -153,10 +154,10 @@ def _partition_of(context: dg.AssetCheckExecutionContext, partitions_def) -> dic
     key = context.partition_key
     if partitions_def == models:
         return {"model": key}
-    by_dimension = getattr(key, "keys_by_dimension", None) or model_concepts.get_partition_key_from_str(
+    by_dimension = getattr(key, "keys_by_dimension", None) or partitions_def.get_partition_key_from_str(
         key
     ).keys_by_dimension
-    return {"model": by_dimension["model"], "concept_set": by_dimension["concept_set"]}
+    return dict(by_dimension)
 
 
 def _grain_result(table: str, df: pd.DataFrame) -> dg.AssetCheckResult:
@@ -179,6 +180,18 @@ def _nan_result(table: str, df: pd.DataFrame) -> dg.AssetCheckResult:
     )
 
 
+def _clip_of(partition: dict) -> str | None:
+    """The `clips` key of a CLIP table's partition (a model's: the CLIP its registry file names)."""
+    if "clip" in partition:
+        return partition["clip"]
+    from www_resources.registry import RegistryError, get_model
+
+    try:
+        return shared_keys(get_model(partition["model"]))[0]
+    except (RegistryError, ValueError):
+        return None
+
+
 def _vector_result(table: str, df: pd.DataFrame, partition: dict, warehouse: Warehouse) -> dg.AssetCheckResult:
     if table == "activations":
         from www_resources.registry import RegistryError, get_model
@@ -197,7 +210,7 @@ def _vector_result(table: str, df: pd.DataFrame, partition: dict, warehouse: War
     if len(df) and not np.isfinite(_vector_matrix(df["vector"])).all():
         problems.append("NaN or infinite values")
     partner = CLIP_WIDTH_PARTNER[table]
-    partner_files = sorted((warehouse.table_dir(partner) / f"model={partition['model']}").rglob("data.parquet"))
+    partner_files = sorted((warehouse.table_dir(partner) / f"clip={_clip_of(partition)}").rglob("data.parquet"))
     partner_widths = parquet_vector_widths(partner_files)
     if widths and partner_widths and partner_widths != widths:
         problems.append(f"width {sorted(widths)} differs from {partner} width {sorted(partner_widths)}")

@@ -203,15 +203,15 @@ def _rows_or_nothing(df: pd.DataFrame, table: str):
     ins={
         "probe_images": dg.AssetIn(),
         "predictions": dg.AssetIn(),
-        "clip_image_embeddings": dg.AssetIn(),
-        "clip_text_embeddings": dg.AssetIn(),  # every concept set of the model (the shared "model" dimension)
     },
-    deps=["model_training", "world_classes"],
+    # the model's CLIP x probe view and CLIP x first concept set (read from the warehouse)
+    deps=["model_training", "world_classes", "registry_file",
+          *[dg.AssetDep(name, partition_mapping=dg.AllPartitionMapping())
+            for name in ("clip_image_embeddings", "clip_text_embeddings")]],
     pool="gpu",
 )
 def class_concept_analysis(context: dg.AssetExecutionContext, config: ClassConceptConfig, device: TorchDevice,
-                           warehouse: WarehouseResource, probe_images: pd.DataFrame, predictions: pd.DataFrame,
-                           clip_image_embeddings: pd.DataFrame, clip_text_embeddings: pd.DataFrame):
+                           warehouse: WarehouseResource, probe_images: pd.DataFrame, predictions: pd.DataFrame):
     """Class concepts (attribution-filtered NMF of the layer positions of the images predicted as
     each class), their top dataset crops (allowing / excluding crops predicted as the class) with
     words from CLIP and the WWW scorer, the prediction test of the stitched crops, contrasts of
@@ -322,7 +322,10 @@ def class_concept_analysis(context: dg.AssetExecutionContext, config: ClassConce
                                              "view", "box_x0", "box_y0", "box_x1", "box_y1", "similarity", "image_pred"])
     crops = crops.astype({c: np.int32 for c in ("class_id", "other_id", "concept", "rank", "box_x0", "box_y0",
                                                   "box_x1", "box_y1", "image_pred")}).astype({"similarity": np.float32})
-    words = _concept_words(entry, device, bank, crops, clip_image_embeddings, clip_text_embeddings, config)
+    from www_assets.concepts import model_clip_texts, model_clip_views
+
+    words = _concept_words(entry, device, bank, crops, model_clip_views(warehouse, entry),
+                           model_clip_texts(warehouse, entry, entry.concept_sets[0]), config)
 
     # --- tables ------------------------------------------------------------------------------
     concepts = pd.DataFrame([

@@ -1,6 +1,8 @@
 """What each neuron means: Grad-CAM crops, crop-level examples, CLIP embeddings, concept scores
 and the selected major and minor concepts of every method (METHODS.md sections 1-3)."""
 
+import warnings
+
 import dagster as dg
 import numpy as np
 import pandas as pd
@@ -10,7 +12,16 @@ from www_assets.methods.concept_scoring import DEFAULT_KAPPA, MAJOR_ALPHA, MINOR
 from www_assets.methods.examples import FULL_VIEW as FULL
 from www_assets.methods.examples import GRADCAM_VIEW as GRADCAM
 from www_assets.methods.examples import ExamplePool, crop_view, examples_frame
-from www_assets.partitions import concept_set_key, model_concepts, models
+from www_assets.partitions import (
+    clip_concepts,
+    clip_probes,
+    concept_set_key,
+    model_concepts,
+    models,
+    shared_keys,
+    sharing_model,
+    view_geometry,
+)
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
 
 
@@ -165,20 +176,82 @@ def crop_examples(context: dg.AssetExecutionContext, config: CropExamplesConfig,
     return df
 
 
+class ImageEmbeddingConfig(dg.Config):
+    grid: int = 3  # grid crops per side; the same as crop_examples' grid
+
+
 @dg.asset(
-    partitions_def=models,
-    ins={"probe_images": dg.AssetIn(), "crop_examples": dg.AssetIn(), "gradcam_crops": dg.AssetIn()},
-    deps=["world_clip"],
-    code_version="2",
+    partitions_def=clip_probes,
+    deps=["world_clip", "world_scenes"],
+    code_version="3",
     kinds={"pytorch", "parquet"},
     group_name="what",
     pool="gpu",
 )
-def clip_image_embeddings(context: dg.AssetExecutionContext, device: TorchDevice, probe_images: pd.DataFrame,
-                          crop_examples: pd.DataFrame, gradcam_crops: pd.DataFrame) -> pd.DataFrame:
-    """CLIP image features (L2-normalised) of every probe image (view = full) and of every crop
-    that is some neuron's example (view = crop:r,c or gradcam). Crops are cut from the same pixels
-    the target model saw and resized to CLIP's input."""
+def clip_image_embeddings(context: dg.AssetExecutionContext, config: ImageEmbeddingConfig,
+                          device: TorchDevice) -> pd.DataFrame:
+    """CLIP image features (L2-normalised) of every probe image (view = full) and of every one of
+    its grid crops (view = crop:r,c), for one CLIP and one probe view (probe set x the geometry
+    the models frame it with): shared by every model with that CLIP and probe view, so a model
+    zoo over one probe set pays for them once. Every grid crop is embedded, not only some neuron's
+    example, since which crops are examples depends on the model. Images that do not decode are
+    left out (as in `probe_images`)."""
+    import torch
+
+    from www_assets.methods.crops import crop_resize, grid_boxes
+    from www_resources.clip import load_clip
+    from www_resources.probes import open_probe_set
+    from www_resources.registry import resolve_data_path
+    from www_resources.target import preprocessing_for
+
+    entry = sharing_model(context)
+    clip = load_clip(entry.clip, base_dir=resolve_data_path("."), device=device.torch_device())
+    pre = preprocessing_for(entry)
+    probe = open_probe_set(entry.probe_set)
+    rows = probe.manifest()
+    grid = grid_boxes(pre.size, pre.size, config.grid)  # (g*g, 4), the boxes of crop_examples
+    names = [crop_view(i // config.grid, i % config.grid) for i in range(len(grid))]
+    out_ids, out_views, vectors = [], [], []
+    progress = Progress(context, "CLIP image embeddings")
+    step = max(1, device.batch_size // 4)
+    for start in range(0, len(rows), step):
+        part = rows.iloc[start:start + step]
+        images, ids, _ = probe.load(part, pre.size, pre.resize)
+        if not len(ids):
+            continue
+        pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
+        vectors.append(clip.encode_images(pixels, batch_size=device.batch_size).cpu())
+        out_ids += list(ids)
+        out_views += [FULL] * len(ids)
+        b, g2 = len(ids), len(grid)
+        crops = crop_resize(pixels.repeat_interleave(g2, 0), grid.repeat(b, 1), pre.size)
+        vectors.append(clip.encode_images(crops, batch_size=device.batch_size).cpu())
+        out_ids += [image_id for image_id in ids for _ in range(g2)]
+        out_views += names * b
+        progress(min(start + step, len(rows)), len(rows))
+    matrix = torch.cat(vectors).numpy().astype(np.float32)
+    df = pd.DataFrame({"clip_model": entry.clip, "probe_set": entry.probe_set, "image_id": out_ids,
+                       "view": out_views, "vector": list(matrix)})
+    context.add_output_metadata(table_metadata(
+        df, dim=int(matrix.shape[1]), clip=entry.clip, probe_set=entry.probe_set, grid=config.grid,
+        geometry=view_geometry(entry)))
+    return df
+
+
+@dg.asset(
+    partitions_def=models,
+    ins={"probe_images": dg.AssetIn(), "gradcam_crops": dg.AssetIn()},
+    deps=["world_clip"],
+    code_version="1",
+    kinds={"pytorch", "parquet"},
+    group_name="what",
+    pool="gpu",
+)
+def clip_gradcam_embeddings(context: dg.AssetExecutionContext, device: TorchDevice, probe_images: pd.DataFrame,
+                            gradcam_crops: pd.DataFrame) -> pd.DataFrame:
+    """CLIP image features (L2-normalised) of the Grad-CAM window of every readable probe image
+    (view = gradcam), cut from the same frame the target model saw and resized to its input: the
+    one CLIP view that depends on the model (the window follows its Grad-CAM)."""
     import torch
 
     from www_assets.methods.crops import crop_resize
@@ -192,42 +265,76 @@ def clip_image_embeddings(context: dg.AssetExecutionContext, device: TorchDevice
     pre = preprocessing_for(entry)
     probe = open_probe_set(entry.probe_set)
     rows = probe_images[probe_images["readable"]].reset_index(drop=True)
-    crops = crop_examples.drop_duplicates(["image_id", "view"])[["image_id", "view", "box_x0", "box_y0", "box_x1", "box_y1"]]
-    crops_by_image = {k: g for k, g in crops.groupby("image_id")}
-    out_ids, out_views, vectors = [], [], []
-    progress = Progress(context, "CLIP image embeddings")
+    cam = gradcam_crops.set_index("image_id")
+    out_ids, vectors = [], []
+    progress = Progress(context, "CLIP Grad-CAM embeddings")
     step = max(1, device.batch_size // 4)
     for start in range(0, len(rows), step):
         part = rows.iloc[start:start + step]
-        images, ids, _ = probe.load(part, pre.size, pre.resize)
+        frames, ids = gradcam_frame_pixels(probe, part, pre)
         if not len(ids):
             continue
-        pixels = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-        vectors.append(clip.encode_images(pixels, batch_size=device.batch_size).cpu())
+        boxes = torch.tensor(cam.loc[list(ids), ["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy())
+        vectors.append(clip.encode_images(crop_resize(frames, boxes, pre.size), batch_size=device.batch_size).cpu())
         out_ids += list(ids)
-        out_views += [FULL] * len(ids)
-        picks = [crops_by_image[i] for i in ids if i in crops_by_image]
-        if picks:
-            sel = pd.concat(picks)
-            where = {image_id: n for n, image_id in enumerate(ids)}
-            # grid crops live in the plain view, Grad-CAM windows in the resized frame
-            is_cam = (sel["view"] == GRADCAM).to_numpy()
-            frames = gradcam_frame_pixels(probe, part, pre)[0] if is_cam.any() else None
-            for mask, source in ((~is_cam, pixels), (is_cam, frames)):
-                if not mask.any():
-                    continue
-                chosen = sel[mask]
-                src = source[[where[i] for i in chosen["image_id"]]]
-                boxes = torch.tensor(chosen[["box_x0", "box_y0", "box_x1", "box_y1"]].to_numpy())
-                vectors.append(clip.encode_images(crop_resize(src, boxes, pre.size), batch_size=device.batch_size).cpu())
-                out_ids += chosen["image_id"].tolist()
-                out_views += chosen["view"].tolist()
         progress(min(start + step, len(rows)), len(rows))
     matrix = torch.cat(vectors).numpy().astype(np.float32)
     df = pd.DataFrame({"clip_model": entry.clip, "probe_set": entry.probe_set, "image_id": out_ids,
-                       "view": out_views, "vector": list(matrix)})
+                       "view": GRADCAM, "vector": list(matrix)})
     context.add_output_metadata(table_metadata(df, dim=int(matrix.shape[1]), clip=entry.clip))
     return df
+
+
+def model_clip_views(warehouse: WarehouseResource, entry, gradcam: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every CLIP view of a model's probe images: the shared full-image and grid-crop rows of
+    its CLIP x probe view, then its own Grad-CAM rows (when given).
+
+    Raises:
+        ValueError: when the shared partition has not been materialized.
+    """
+    clip, probe = shared_keys(entry)
+    partition = {"clip": clip, "probe": probe}
+    if not warehouse.warehouse.has_partition("clip_image_embeddings", partition):
+        raise ValueError(f"clip_image_embeddings has no partition {partition} (the CLIP and probe view of "
+                         f"{entry.name}); materialize it first")
+    shared = warehouse.read("clip_image_embeddings", partition).drop(columns=["clip", "probe"])
+    if gradcam is None:
+        return shared
+    return pd.concat([shared, gradcam[list(shared.columns)]], ignore_index=True)
+
+
+def model_clip_texts(warehouse: WarehouseResource, entry, concept_set: str) -> pd.DataFrame:
+    """The text embeddings of a concept set under the model's CLIP (the shared clip x concept-set
+    partition), without the partition columns.
+
+    Raises:
+        ValueError: when that partition has not been materialized.
+    """
+    partition = {"clip": shared_keys(entry)[0], "concept_set": concept_set}
+    if not warehouse.warehouse.has_partition("clip_text_embeddings", partition):
+        raise ValueError(f"clip_text_embeddings has no partition {partition} (the CLIP of {entry.name}); "
+                         "materialize it first")
+    return warehouse.read("clip_text_embeddings", partition).drop(columns=["clip", "concept_set"])
+
+
+# the shared CLIP tables, as deps of a model x concept-set asset: the concept set maps one to one,
+# every CLIP / probe view maps to every model (the policy narrows it to the model's own partition:
+# www_assets/orchestration.py, SharedInputsUpdated). The configuration sources come with them:
+# these assets read the registry file (which partitions are the model's) and the concept set, and
+# with them an edit requests them in the same tick as their model's runs, as it did when the text
+# embeddings were the model's own
+with warnings.catch_warnings():
+    # MultiPartitionMapping is beta; dagster is pinned in pyproject.toml
+    warnings.simplefilter("ignore", dg.BetaWarning)
+    TEXTS_BY_CONCEPT_SET = dg.MultiPartitionMapping(
+        {"concept_set": dg.DimensionPartitionMapping("concept_set", dg.IdentityPartitionMapping())}
+    )
+SHARED_CLIP_DEPS = [
+    dg.AssetDep("clip_image_embeddings", partition_mapping=dg.AllPartitionMapping()),
+    dg.AssetDep("clip_text_embeddings", partition_mapping=TEXTS_BY_CONCEPT_SET),
+    dg.AssetDep("registry_file"),
+    dg.AssetDep("concept_set_spec"),
+]
 
 
 class TextConfig(dg.Config):
@@ -250,20 +357,21 @@ def load_concepts(name: str) -> list[str]:
 
 
 @dg.asset(
-    partitions_def=model_concepts,
+    partitions_def=clip_concepts,
     deps=["world_clip", "world_scenes"],
-    code_version="2",
+    code_version="3",
     kinds={"pytorch", "parquet"},
     group_name="what",
     pool="gpu",
 )
 def clip_text_embeddings(context: dg.AssetExecutionContext, config: TextConfig, device: TorchDevice) -> pd.DataFrame:
     """CLIP text features of each concept as the templated prompt (form = prompt) and as the raw
-    word (form = raw), and of the bare template (form = template, concept_id and concept NULL)."""
+    word (form = raw), and of the bare template (form = template, concept_id and concept NULL), for
+    one CLIP and one concept set: shared by every model with that CLIP and concept set."""
     from www_resources.clip import load_clip
     from www_resources.registry import resolve_data_path
 
-    entry = model_entry(context)
+    entry = sharing_model(context)
     concepts = load_concepts(concept_set_key(context))
     clip = load_clip(entry.clip, base_dir=resolve_data_path("."), device=device.torch_device())
     bare = config.template.split("{}")[0].strip()
@@ -302,14 +410,20 @@ class ScoringConfig(dg.Config):
     },
     ins={
         "neuron_examples": dg.AssetIn(), "crop_examples": dg.AssetIn(), "activations": dg.AssetIn(),
-        "clip_image_embeddings": dg.AssetIn(), "clip_text_embeddings": dg.AssetIn(),
+        "clip_gradcam_embeddings": dg.AssetIn(),
     },
+    deps=SHARED_CLIP_DEPS,
 )
-def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, neuron_examples: pd.DataFrame,
-                      crop_examples: pd.DataFrame, activations: pd.DataFrame,
-                      clip_image_embeddings: pd.DataFrame, clip_text_embeddings: pd.DataFrame):
+def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, warehouse: WarehouseResource,
+                      neuron_examples: pd.DataFrame, crop_examples: pd.DataFrame, activations: pd.DataFrame,
+                      clip_gradcam_embeddings: pd.DataFrame):
     """Score every concept for every neuron of every configured layer with every method, and select
     major concepts (top images, alpha_major) and minor concepts (top grid crops, alpha_minor).
+
+    The CLIP views are the model's CLIP x probe-view partition of `clip_image_embeddings` (read
+    from the warehouse, restricted to the full images and the crops that are some neuron's
+    example, the views these methods score) and its own `clip_gradcam_embeddings`; the texts are
+    its CLIP x concept-set partition of `clip_text_embeddings`.
 
     Methods and the views they use are the table `METHODS` of methods/concept_scoring.py: www,
     www_tvmf, template_only, no_template, cosine, l1, l2 and clip_dissect on whole images;
@@ -319,6 +433,7 @@ def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, 
     from www_assets.methods.concept_scoring import METHODS, ConceptInputs, score_concepts
     from www_assets.methods.scoring_inputs import (
         example_index,
+        example_views,
         full_view_activations,
         score_frame,
         scoring_inputs,
@@ -326,8 +441,10 @@ def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, 
     )
     from www_assets.probe import activation_matrix
 
-    shared = scoring_inputs(clip_image_embeddings, clip_text_embeddings)
+    entry = model_entry(context)
     examples = pd.concat([neuron_examples, crop_examples], ignore_index=True)
+    views = example_views(model_clip_views(warehouse, entry, clip_gradcam_embeddings), examples)
+    shared = scoring_inputs(views, model_clip_texts(warehouse, entry, concept_set_key(context)))
     methods = list(config.methods) or list(METHODS)
     if unknown := sorted(set(methods) - set(METHODS)):
         raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")

@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 
 from www_assets.common import image_markdown, model_entry, table_metadata
+from www_assets.concepts import SHARED_CLIP_DEPS, model_clip_texts, model_clip_views
 from www_assets.methods.concept_eval import METRICS, evaluate_selections, summarize_concept_eval
 from www_assets.methods.concept_scoring import MAJOR_ALPHA
 from www_assets.methods.report import LayerRoles, results_by_role
-from www_assets.partitions import model_concepts
+from www_assets.partitions import concept_set_key, model_concepts
 from www_resources.dagster_resources import TorchDevice, WarehouseResource
 
 
@@ -118,27 +119,28 @@ class AblationConfig(dg.Config):
 @dg.asset(
     partitions_def=model_concepts,
     ins={"neuron_examples": dg.AssetIn(), "crop_examples": dg.AssetIn(), "activations": dg.AssetIn(),
-         "clip_image_embeddings": dg.AssetIn(), "clip_text_embeddings": dg.AssetIn()},
-    deps=["world_scenes"],
+         "clip_gradcam_embeddings": dg.AssetIn()},
+    deps=["world_scenes", *SHARED_CLIP_DEPS],
     code_version="2",
     kinds={"pytorch", "parquet"},
     group_name="evaluation",
     pool="gpu",
 )
 def ablation_curves(context: dg.AssetExecutionContext, config: AblationConfig, device: TorchDevice,
-                    neuron_examples: pd.DataFrame, crop_examples: pd.DataFrame, activations: pd.DataFrame,
-                    clip_image_embeddings: pd.DataFrame, clip_text_embeddings: pd.DataFrame) -> pd.DataFrame:
+                    warehouse: WarehouseResource, neuron_examples: pd.DataFrame, crop_examples: pd.DataFrame,
+                    activations: pd.DataFrame, clip_gradcam_embeddings: pd.DataFrame) -> pd.DataFrame:
     """The number-of-examples ablation (k) and the concept-sensitivity ablation (alpha) of the
     WWW methods on the judged layers: every metric as a function of the parameter."""
     from www_assets.methods.concept_scoring import METHODS, ConceptInputs, score_concepts
     from www_assets.methods.metrics import mean_stderr
-    from www_assets.methods.scoring_inputs import example_index, scoring_inputs, selection_frame
+    from www_assets.methods.scoring_inputs import example_index, example_views, scoring_inputs, selection_frame
 
     entry = model_entry(context)
     truth = truth_for_layers(entry, activations)
     clip_encode, text_encode = evaluation_encoders(entry, EvalConfig(), device.torch_device())
-    shared = scoring_inputs(clip_image_embeddings, clip_text_embeddings)
     examples = pd.concat([neuron_examples, crop_examples], ignore_index=True)
+    views = example_views(model_clip_views(warehouse, entry, clip_gradcam_embeddings), examples)
+    shared = scoring_inputs(views, model_clip_texts(warehouse, entry, concept_set_key(context)))
     rows = []
     for layer in truth:
         for method in config.methods:

@@ -9,9 +9,13 @@ restricted to what the registry configures:
 * it waits while a configured parent partition is missing (unless that parent runs in the same
   run) or in progress, and never runs twice at once;
 * only *configured* partitions run: a `models` key with a valid registry file, and a
-  model x concept-set pair that the model's file lists; the world's own assets only when a
-  registered model lives in the world. Cross-model (unpartitioned) tables wait for every
+  model x concept-set pair that the model's file lists; the shared CLIP partitions (CLIP x
+  concept set, CLIP x probe view) that some configured model reads; the world's own assets only
+  when a registered model lives in the world. Cross-model (unpartitioned) tables wait for every
   configured parent partition;
+* a shared CLIP table's update counts only for the model partitions that read it
+  (`SharedInputsUpdated`): their consumers depend on every partition of it, since a partition
+  mapping cannot follow the registry's model -> CLIP map;
 * a failed partition is retried once per cron tick (`$WWW_SCHEDULE_CRON`, daily at 03:00 UTC by
   default: the `daily_retry` clause), and once per `www materialize`, not on every tick.
 
@@ -38,7 +42,16 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from www_assets.partitions import concept_sets, model_concepts, models
+from www_assets.partitions import (
+    clip_concepts,
+    clip_probes,
+    clips,
+    concept_sets,
+    model_concepts,
+    models,
+    probe_sets,
+    shared_partitions,
+)
 
 REGISTRY_POLL_SECONDS = 30
 AUTOMATION_INTERVAL_SECONDS = 30
@@ -98,6 +111,8 @@ class ConfiguredPartitions:
     models: model keys with a valid registry file.
     pairs: (model, concept set) for every concept set a valid model file lists and
         `concept_sets.yaml` defines.
+    shared: (model, CLIP key, probe-view key) of every valid model (www_assets/partitions.py):
+        the CLIP x concept-set and CLIP x probe-view partitions its models ask for.
     world: whether a registered model lives in the embedded world; if none does, the world's own
         assets (`WORLD_ONLY_ASSETS`) are not configured.
     """
@@ -105,6 +120,11 @@ class ConfiguredPartitions:
     models: frozenset[str]
     pairs: frozenset[tuple[str, str]]
     world: bool = True
+    shared: frozenset[tuple[str, str, str]] = frozenset()  # (model, clips key, probe_sets key)
+
+    def clip_of(self) -> dict[str, tuple[str, str]]:
+        """model -> (its clips key, its probe_sets key)."""
+        return {m: (c, p) for m, c, p in self.shared}
 
     def includes_asset(self, asset_name: str) -> bool:
         """False for the world's own assets when no registered model needs the world."""
@@ -124,6 +144,15 @@ class ConfiguredPartitions:
             return {c for _, c in self.pairs}
         if partitions_def == model_concepts:
             return {dg.MultiPartitionKey({"model": m, "concept_set": c}) for m, c in self.pairs}
+        keys = self.clip_of()
+        if partitions_def == clips:
+            return {c for c, _ in keys.values()}
+        if partitions_def == probe_sets:
+            return {p for _, p in keys.values()}
+        if partitions_def == clip_concepts:
+            return {dg.MultiPartitionKey({"clip": keys[m][0], "concept_set": c}) for m, c in self.pairs if m in keys}
+        if partitions_def == clip_probes:
+            return {dg.MultiPartitionKey({"clip": c, "probe": p}) for c, p in keys.values()}
         return None
 
     def only(self, names: Iterable[str] | None) -> "ConfiguredPartitions":
@@ -132,7 +161,8 @@ class ConfiguredPartitions:
             return self
         keep = set(names)
         return ConfiguredPartitions(
-            frozenset(self.models & keep), frozenset(p for p in self.pairs if p[0] in keep), self.world
+            frozenset(self.models & keep), frozenset(p for p in self.pairs if p[0] in keep), self.world,
+            frozenset(s for s in self.shared if s[0] in keep),
         )
 
 
@@ -146,7 +176,8 @@ def read_configured() -> ConfiguredPartitions:
     except RegistryError:
         defined_sets = set()
     pairs = {(name, c) for name, entry in entries.items() for c in entry.concept_sets if c in defined_sets}
-    return ConfiguredPartitions(frozenset(entries), frozenset(pairs), world_needed())
+    return ConfiguredPartitions(frozenset(entries), frozenset(pairs), world_needed(), frozenset(shared_partitions(entries)))
+
 
 
 @dataclass
@@ -266,6 +297,103 @@ class RetryRequested(dg.AutomationCondition):
         return dg.AutomationResult(context, true_subset=context.candidate_subset if on else context.get_empty_subset())
 
 
+# the CLIP tables shared by the models with one CLIP and concept set / probe view
+# (www_assets/partitions.py): a consumer depends on every partition of them (Dagster's partition
+# mappings cannot follow the registry's model -> CLIP map), and `SharedInputsUpdated` narrows the
+# "parent updated" clause to each model's own partitions
+SHARED_TABLES = ("clip_text_embeddings", "clip_image_embeddings")
+
+# the instance the policy is evaluated against: `www materialize` (runner.evaluate) sets it; the
+# daemon's code server evaluates against DAGSTER_HOME's
+_instance: dg.DagsterInstance | None = None
+
+
+def set_instance(instance: dg.DagsterInstance | None) -> None:
+    global _instance
+    _instance = instance
+
+
+def _own_shared_partitions(configured: ConfiguredPartitions) -> dict[str, dict[str, set[str]]]:
+    """table -> partition key of a shared table -> the consumer partition keys (model, and model
+    x concept set) that read it."""
+    keys = configured.clip_of()
+    texts: dict[str, set[str]] = {}
+    images: dict[str, set[str]] = {}
+    for model, concept_set in configured.pairs:
+        if model not in keys:
+            continue
+        clip, probe = keys[model]
+        readers = {model, str(dg.MultiPartitionKey({"model": model, "concept_set": concept_set}))}
+        texts.setdefault(str(dg.MultiPartitionKey({"clip": clip, "concept_set": concept_set})), set()).update(readers)
+        images.setdefault(str(dg.MultiPartitionKey({"clip": clip, "probe": probe})), set()).update(readers)
+    return {"clip_text_embeddings": texts, "clip_image_embeddings": images}
+
+
+_materialized_cache: dict[tuple, set[str]] = {}
+
+
+def _materialized_between(table: str, after: int, until: int | None) -> set[str]:
+    """The partitions of a table materialized with a storage id in (after, until]; one query per
+    table and tick (every consumer of the tick asks)."""
+    key = (id(_instance), table, after, until)
+    if key not in _materialized_cache:
+        if len(_materialized_cache) > 64:
+            _materialized_cache.clear()
+        instance = _instance or dg.DagsterInstance.get()
+        records_filter = dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey(table), after_storage_id=after,
+            before_storage_id=None if until is None else until + 1,
+        )
+        partitions, cursor = set(), None
+        while True:
+            result = instance.fetch_materializations(records_filter, limit=1000, cursor=cursor)
+            partitions |= {str(r.partition_key) for r in result.records}
+            if not result.has_more:
+                break
+            cursor = result.cursor
+        _materialized_cache[key] = partitions
+    return _materialized_cache[key]
+
+
+class SharedInputsUpdated(dg.AutomationCondition):
+    """True for the partitions of a consumer whose *own* partition of a shared CLIP table (its
+    model's CLIP x concept set, CLIP x probe view) was materialized since the previous tick.
+
+    The consumers depend on every partition of the shared tables (see `SHARED_TABLES`), so
+    Dagster's `any_deps_updated` would re-run every model when one CLIP's embeddings change;
+    the policy ignores the shared tables there and asks this condition instead."""
+
+    def __init__(self, tables: Iterable[str]):
+        self.tables = tuple(sorted(tables))
+
+    @property
+    def name(self) -> str:
+        return "own_shared_inputs_updated"
+
+    @property
+    def requires_cursor(self) -> bool:
+        return True  # keeps the previous tick's storage id (`previous_max_storage_id`)
+
+    @property
+    def description(self) -> str:
+        return f"The model's own partition of {', '.join(self.tables)} was updated"
+
+    def evaluate(self, context: dg.AutomationContext) -> dg.AutomationResult:
+        after = context.previous_max_storage_id
+        if after is None or context.candidate_subset.partitions_def is None:
+            return dg.AutomationResult(context, true_subset=context.get_empty_subset())
+        readers = _own_shared_partitions(_configured_for_tick(context.evaluation_id))
+        hit: set[str] = set()
+        for table in self.tables:
+            for partition in _materialized_between(table, after, context.max_storage_id):
+                hit |= readers[table].get(partition, set())
+        if not hit:
+            return dg.AutomationResult(context, true_subset=context.get_empty_subset())
+        return dg.AutomationResult(
+            context, true_subset=context.candidate_subset.compute_intersection_with_partition_keys(hit)
+        )
+
+
 AC = dg.AutomationCondition
 
 
@@ -296,18 +424,47 @@ def _retry_failed() -> dg.AutomationCondition:
     )
 
 
-def asset_condition() -> dg.AutomationCondition:
+def _newly_updated(shared: tuple[str, ...]) -> dg.AutomationCondition:
+    """A parent updated this tick (for the shared CLIP tables: the partition's own,
+    `SharedInputsUpdated`) or the code version changed."""
+    parents_updated = AC.any_deps_updated()
+    if shared:
+        parents_updated = parents_updated.ignore(dg.AssetSelection.assets(*shared)) | SharedInputsUpdated(shared)
+    return parents_updated | AC.code_version_changed()
+
+
+def _updated(shared: tuple[str, ...]) -> dg.AutomationCondition:
+    """`_newly_updated`, since the partition was last requested or updated."""
+    return _newly_updated(shared).since_last_handled()
+
+
+def _consumer_parent_pending(consumers: Iterable[str]) -> dg.AutomationCondition:
+    """A parent that reads the shared CLIP tables had a parent updated this tick (the trigger of its
+    own `_updated`) but is not requested into this run: it waits for its model's runs, so its
+    children wait for it instead of running on its old data and again after it. (The trigger,
+    not its `since_last_handled`: a condition evaluated on a parent keeps no state of its own.)"""
+    pending = _newly_updated(SHARED_TABLES) & ~AC.will_be_requested() & InRegistry()
+    return (
+        AC.any_deps_match(pending).allow(dg.AssetSelection.assets(*consumers)).with_label("shared_consumer_parent_pending")
+    )
+
+
+def asset_condition(shared: Iterable[str] = (), consumer_parents: Iterable[str] = ()) -> dg.AutomationCondition:
     """Eager on configured partitions, missing ones and code changes included (every asset's policy).
 
     Unlike `eager()`, partitions that were already missing when the policy first ran count too,
     so a fresh install fills itself; a new `code_version` re-runs the asset; failed partitions
-    are retried daily.
+    are retried daily. `shared`: the asset's parents among `SHARED_TABLES`, whose updates count
+    only for the partitions that read them (`SharedInputsUpdated`); `consumer_parents`: its
+    parents that read them (`_consumer_parent_pending`).
     """
-    updated = (AC.any_deps_updated() | AC.code_version_changed()).since_last_handled()
+    waiting = _waiting_on_parents()
+    if consumer_parents := tuple(consumer_parents):
+        waiting = waiting | _consumer_parent_pending(consumer_parents)
     return (
         InRegistry()
-        & (_missing_not_failed() | updated | _retry_failed() | Forced())
-        & ~_waiting_on_parents()
+        & (_missing_not_failed() | _updated(tuple(shared)) | _retry_failed() | Forced())
+        & ~waiting
         & ~AC.in_progress()
     ).with_label("www_eager")
 
@@ -332,7 +489,21 @@ def with_automation(definitions: Iterable) -> list:
         ValueError: if an asset already sets its own automation condition (assets modules must
             leave that to this module, so that one policy holds everywhere).
     """
-    condition = asset_condition()
+    definitions = list(definitions)
+    consumers = set()  # the assets that read the shared CLIP tables
+    for definition in definitions:
+        if isinstance(definition, dg.AssetsDefinition) and definition.is_materializable:
+            for spec in definition.specs:
+                if shared := {d.asset_key.path[-1] for d in spec.deps} & set(SHARED_TABLES):
+                    if shared != set(SHARED_TABLES):  # `_consumer_parent_pending` mirrors `_updated(SHARED_TABLES)`
+                        raise ValueError(f"{spec.key.to_user_string()} reads {sorted(shared)}: read every one of "
+                                         f"{SHARED_TABLES} or none")
+                    consumers.add(spec.key.path[-1])
+
+    def condition_of(spec: dg.AssetSpec) -> dg.AutomationCondition:
+        names = {d.asset_key.path[-1] for d in spec.deps}
+        return asset_condition(sorted(names & set(SHARED_TABLES)), sorted(names & consumers))
+
     result = []
     for definition in definitions:
         if isinstance(definition, dg.AssetsDefinition) and definition.is_materializable:
@@ -343,7 +514,7 @@ def with_automation(definitions: Iterable) -> list:
                         "www_assets/orchestration.py applies one policy to every asset"
                     )
             definition = definition.map_asset_specs(
-                lambda spec: spec.replace_attributes(automation_condition=condition)
+                lambda spec: spec.replace_attributes(automation_condition=condition_of(spec))
             )
         result.append(definition)
     return result
@@ -375,16 +546,21 @@ with warnings.catch_warnings():
     name="model_registry",
     minimum_interval_seconds=REGISTRY_POLL_SECONDS,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Keeps the `models` and `concept_sets` partitions in step with data/models/ (new files added, "
+    description="Keeps the `models`, `concept_sets`, `clips` and `probe_sets` partitions in step with data/models/ "
+    "(new files added, "
     "deleted files retired) and observes the configuration files; www_automation then materializes.",
 )
 def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult:
     """Registry files -> dynamic partitions and source observations. The cursor remembers the bad
     files already reported, so each problem is logged once; the skip reason lists the current ones."""
-    from www_assets.registry_sync import registry_changes
+    from www_assets.registry_sync import registry_changes, retire_stale_layouts
     from www_assets.sources import CONCEPT_SET_SPEC, REGISTRY_FILE, changed_observations
 
     changes = registry_changes(context.instance)
+    # a warehouse from before the shared CLIP partitions: its per-model CLIP folders would break
+    # the tables' views as soon as the new partitions are written (as `www materialize` does)
+    for folder in retire_stale_layouts(time.strftime("%Y%m%dT%H%M%S")):
+        context.log.warning(f"moved {folder} (a partitioning this table no longer has) under data/retired/")
     errors = dict(sorted(changes.errors.items()))
     reported = json.loads(context.cursor) if context.cursor else {}
     for source, message in errors.items():
@@ -400,6 +576,10 @@ def model_registry_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResul
     if changes.new_concept_sets:
         context.log.info(f"new concept-set partitions: {changes.new_concept_sets}")
         requests.append(concept_sets.build_add_request(changes.new_concept_sets))
+    for partitions_def, keys in ((clips, changes.new_clips), (probe_sets, changes.new_probe_sets)):
+        if keys:
+            context.log.info(f"new {partitions_def.name} partitions: {keys}")
+            requests.append(partitions_def.build_add_request(keys))
     # the new partitions are added with this result: observe their sources with it
     observations = changed_observations(
         context.instance, adding={REGISTRY_FILE: changes.new_models, CONCEPT_SET_SPEC: changes.new_concept_sets}

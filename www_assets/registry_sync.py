@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from www_assets.partitions import concept_sets, models
+from www_assets.partitions import clips, concept_sets, models, probe_sets, shared_partitions
 
 
 @dataclass
@@ -16,8 +16,11 @@ class SyncResult:
     new_models: list[str] = field(default_factory=list)
     retired_models: list[str] = field(default_factory=list)  # partitions whose registry file is gone
     new_concept_sets: list[str] = field(default_factory=list)
+    new_clips: list[str] = field(default_factory=list)  # CLIP keys a model asks for (www_assets/partitions.py)
+    new_probe_sets: list[str] = field(default_factory=list)  # probe-view keys a model asks for
     errors: dict[str, str] = field(default_factory=dict)  # file -> message
     observed: list[str] = field(default_factory=list)  # configuration sources that changed
+    moved_aside: list[str] = field(default_factory=list)  # warehouse folders of an older partitioning
 
     def summary(self) -> str:
         parts = []
@@ -28,8 +31,15 @@ class SyncResult:
                          "moves their warehouse files aside)")
         if self.new_concept_sets:
             parts.append(f"new concept sets {self.new_concept_sets}")
+        if self.new_clips:
+            parts.append(f"new CLIP partitions {self.new_clips}")
+        if self.new_probe_sets:
+            parts.append(f"new probe-view partitions {self.new_probe_sets}")
         if self.observed:
             parts.append(f"configuration changed: {', '.join(self.observed)}")
+        if self.moved_aside:
+            parts.append(f"moved {len(self.moved_aside)} folder(s) of an older partitioning under data/retired/: "
+                         + ", ".join(self.moved_aside))
         if self.errors:
             parts.append("skipped: " + "; ".join(self.errors.values()))
         return ", ".join(parts) or "registry unchanged"
@@ -66,21 +76,68 @@ def registry_changes(instance) -> SyncResult:
                 )
     known_sets = set(instance.get_dynamic_partitions(concept_sets.name))
     result.new_concept_sets = sorted((used & set(sets)) - known_sets)
+    # the shared CLIP partitions: added when a model first asks for them, never retired (their
+    # data serves any model that asks again; a key no model asks for is simply not configured)
+    shared = shared_partitions(scan.entries)
+    result.new_clips = sorted({c for _, c, _ in shared} - set(instance.get_dynamic_partitions(clips.name)))
+    result.new_probe_sets = sorted({p for _, _, p in shared} - set(instance.get_dynamic_partitions(probe_sets.name)))
     return result
 
 
+def stale_layout_folders() -> list:
+    """Warehouse folders written under another partitioning than their table's now: a top-level
+    `<key>=<value>` folder whose key is not the table's first partition column (e.g.
+    `clip_text_embeddings/model=<m>` from before the CLIP tables were keyed by CLIP)."""
+    from www_resources import paths
+    from www_resources.tables import TABLES
+
+    root = paths.warehouse_dir()
+    stale = []
+    for table, spec in sorted(TABLES.items()):
+        folder = root / table
+        if not spec.partition_by or not folder.is_dir():
+            continue
+        stale += [p for p in sorted(folder.glob("*=*")) if p.is_dir() and p.name.split("=", 1)[0] != spec.partition_by[0]]
+    return stale
+
+
+def retire_stale_layouts(stamp: str) -> list[str]:
+    """Move the `stale_layout_folders` to `<data>/retired/<stamp>/<table>/<folder>` (moving them
+    back restores them); the new partitions are computed by the next materialization. Returns
+    the folders moved, as `<table>/<folder>`."""
+    import shutil
+
+    from www_resources import paths
+
+    moved = []
+    for path in stale_layout_folders():
+        destination = paths.data_dir() / "retired" / stamp / path.parent.name / path.name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), str(destination))
+        moved.append(f"{path.parent.name}/{path.name}")
+    return moved
+
+
 def sync_partitions(instance) -> SyncResult:
-    """Add the partitions of new registry entries, remove those of deleted files, and record an
-    observation of every configuration source that changed; returns what changed."""
+    """Add the partitions of new registry entries, remove those of deleted files, move warehouse
+    folders of an older partitioning aside, and record an observation of every configuration
+    source that changed; returns what changed."""
+    import time
+
     from www_assets.sources import changed_observations
 
     result = registry_changes(instance)
+    result.moved_aside = retire_stale_layouts(time.strftime("%Y%m%dT%H%M%S"))
     if result.new_models:
         instance.add_dynamic_partitions(models.name, result.new_models)
     for name in result.retired_models:
         instance.delete_dynamic_partition(models.name, name)
     if result.new_concept_sets:
         instance.add_dynamic_partitions(concept_sets.name, result.new_concept_sets)
+    if result.new_clips:
+        instance.add_dynamic_partitions(clips.name, result.new_clips)
+    if result.new_probe_sets:
+        instance.add_dynamic_partitions(probe_sets.name, result.new_probe_sets)
     for observation in changed_observations(instance):
         instance.report_runless_asset_event(observation)
         key = observation.asset_key.to_user_string()

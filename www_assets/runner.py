@@ -156,9 +156,16 @@ def dynamic_partitions_cached(instance: dg.DagsterInstance):
 
 
 def evaluate(defs: dg.Definitions, instance: dg.DagsterInstance, cursor=None, **kwargs):
-    """One tick of the policy: `dg.evaluate_automation_conditions`, with the partitions cached."""
-    with dynamic_partitions_cached(instance):
-        return dg.evaluate_automation_conditions(defs, instance, cursor=cursor, **kwargs)
+    """One tick of the policy: `dg.evaluate_automation_conditions`, with the partitions cached
+    (and the instance known to the conditions that read materializations themselves)."""
+    from www_assets import orchestration
+
+    orchestration.set_instance(instance)
+    try:
+        with dynamic_partitions_cached(instance):
+            return dg.evaluate_automation_conditions(defs, instance, cursor=cursor, **kwargs)
+    finally:
+        orchestration.set_instance(None)
 
 
 def parents_of(defs: dg.Definitions) -> dict[dg.AssetKey, set[dg.AssetKey]]:

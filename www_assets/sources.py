@@ -31,7 +31,7 @@ from pathlib import Path
 import dagster as dg
 import yaml
 
-from www_assets.partitions import concept_sets, model_concepts, models
+from www_assets.partitions import clip_concepts, concept_sets, model_concepts, models
 
 REGISTRY_FILE = dg.AssetKey("registry_file")
 CONCEPT_SET_SPEC = dg.AssetKey("concept_set_spec")
@@ -237,6 +237,11 @@ def source_deps(spec: dg.AssetSpec, upstream_partitioned: bool) -> list[dg.Asset
         return [dg.AssetDep(REGISTRY_FILE)]
     if spec.partitions_def == model_concepts:
         return [dg.AssetDep(REGISTRY_FILE), dg.AssetDep(CONCEPT_SET_SPEC)]
+    if spec.partitions_def == clip_concepts:  # shared by models: no registry file, the concept set's spec
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", dg.BetaWarning)  # beta; dagster is pinned in pyproject.toml
+            mapping = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="concept_set")
+        return [dg.AssetDep(CONCEPT_SET_SPEC, partition_mapping=mapping)]
     if name in WORLD_SECTION_READERS:
         mapping = dg.SpecificPartitionsPartitionMapping([WORLD_SECTION_READERS[name]])
         return [dg.AssetDep(WORLD_SETTINGS, partition_mapping=mapping)]

@@ -5,6 +5,8 @@ Every table is a folder of Parquet files in hive layout under the warehouse root
     <root>/<table>/data.parquet                                  (unpartitioned)
     <root>/<table>/model=<m>/data.parquet                        (partitioned by model)
     <root>/<table>/model=<m>/concept_set=<c>/data.parquet        (model x concept set)
+    <root>/<table>/clip=<k>/concept_set=<c>/data.parquet         (CLIP x concept set, shared by models)
+    <root>/<table>/clip=<k>/probe=<p>/data.parquet               (CLIP x probe view, shared by models)
     <root>/<table>/model=<m>/layer=<l>/data.parquet              (a table split into files by a column)
 
 Partition columns live in the path only; readers (DuckDB with `hive_partitioning`, or

@@ -26,6 +26,8 @@ F32_LIST = pa.list_(pa.float32())
 
 MODEL = ("model",)
 MODEL_CONCEPTS = ("model", "concept_set")
+CLIP_CONCEPTS = ("clip", "concept_set")  # shared by every model with that CLIP and concept set
+CLIP_PROBES = ("clip", "probe")  # shared by every model with that CLIP and probe view
 
 
 @dataclass(frozen=True)
@@ -159,16 +161,26 @@ table(
 )
 table(
     "clip_image_embeddings",
-    "CLIP image features of each view of each probe image: full image, grid crop r,c, Grad-CAM crop.",
+    "CLIP image features of every probe image (view full) and of each of its grid crops (view crop:r,c), "
+    "shared by the models with the same CLIP and probe view (`probe`: the probe set and geometry key).",
+    {"clip_model": STR, "probe_set": STR, "image_id": STR, "view": STR, "vector": VECTOR},
+    partition_by=CLIP_PROBES,
+    grain=("image_id", "view"),
+)
+table(
+    "clip_gradcam_embeddings",
+    "CLIP image features of the Grad-CAM window of every probe image (view gradcam): the only CLIP views "
+    "that depend on the model.",
     {"clip_model": STR, "probe_set": STR, "image_id": STR, "view": STR, "vector": VECTOR},
     partition_by=MODEL,
     grain=("image_id", "view"),
 )
 table(
     "clip_text_embeddings",
-    "CLIP text features of each concept as templated prompt, as raw word, and of the bare template.",
+    "CLIP text features of each concept as templated prompt, as raw word, and of the bare template, "
+    "shared by the models with the same CLIP and concept set.",
     {"clip_model": STR, "concept_id": I32, "concept": STR, "form": STR, "text": STR, "vector": VECTOR},
-    partition_by=MODEL_CONCEPTS,
+    partition_by=CLIP_CONCEPTS,
     grain=("concept_id", "form"),
 )
 table(

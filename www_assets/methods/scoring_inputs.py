@@ -21,7 +21,7 @@ from www_assets.methods.concept_scoring import ConceptResult
 from www_assets.methods.examples import FULL_VIEW
 
 __all__ = [
-    "SharedInputs", "example_index", "full_view_activations", "score_frame", "scoring_inputs", "selection_frame",
+    "SharedInputs", "example_index", "example_views", "full_view_activations", "score_frame", "scoring_inputs", "selection_frame",
 ]
 
 
@@ -66,6 +66,28 @@ def scoring_inputs(embeddings: pd.DataFrame, texts: pd.DataFrame) -> SharedInput
         raw_concept_features=torch.from_numpy(np.stack(raw["vector"].to_numpy())),
         template_feature=torch.from_numpy(np.array(template["vector"].iloc[0], dtype=np.float32)),
     )
+
+
+def example_views(embeddings: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a CLIP views table that scoring looks at: every full image (CLIP-Dissect ranks
+    them all) and every view that is some neuron's example, in the table's order.
+
+    The shared image embeddings hold every grid crop of every image; keeping only the example
+    views gives the methods the same candidate set whichever other models share the table.
+
+    Raises:
+        ValueError: when an example's view has no embedding (e.g. crop_examples ran with another
+            grid than clip_image_embeddings).
+    """
+    keys = pd.MultiIndex.from_arrays([embeddings["image_id"], embeddings["view"]])
+    wanted = pd.MultiIndex.from_arrays([examples["image_id"], examples["view"]]).unique()
+    missing = wanted.difference(keys)
+    if len(missing):
+        first = missing[0]
+        raise ValueError(f"{len(missing)} example view(s) have no CLIP embedding, e.g. image {first[0]!r} view "
+                         f"{first[1]!r}: run clip_image_embeddings with the grid of crop_examples")
+    keep = (embeddings["view"] == FULL_VIEW).to_numpy() | keys.isin(wanted)
+    return embeddings[keep].reset_index(drop=True)
 
 
 def example_index(examples: pd.DataFrame, layer: str, kind: str, k: int, index: dict) -> Tensor:
