@@ -387,6 +387,57 @@ def line_projection(x_small: float, t_small: float, x_large: float, t_large: flo
     return fixed + per_unit * x_target, per_unit, fixed
 
 
+def dry_run_table(model: str, m: dict) -> str:
+    """The dry run's table of one model from its measurements `m` (see `run_dry`)."""
+    n_small, n_large, m_small, m_large = m["n_small"], m["n_large"], m["m_small"], m["m_large"]
+    small_images, results, large_concepts = m["small_images"], m["results"], m["large_concepts"]
+
+    def views(r, images):
+        return r["rows"].get("clip_image_embeddings") or images
+
+    clip_label = "CLIP image embeddings, all views"
+    views_large, views_small = views(results[clip_label], n_large), views(small_images[clip_label], n_small)
+    rows, total, total_upper = [], 0.0, 0.0
+    for stage in STAGES:
+        r = results[stage.label]
+        if stage.unit == "concepts":
+            first, second = r, large_concepts[stage.label]
+            x_small, x_large, target, unit = m_small, m_large, WORDNET_NOUNS, "concepts"
+        elif stage.unit in ("images", "views"):
+            first, second = small_images[stage.label], r
+            if stage.unit == "views":
+                # every crop that is some neuron's example is embedded; with k = 80 examples and so few
+                # images that is nearly every crop, so as many views per image at 50,000 images is an upper bound
+                x_small, x_large, unit = views_small, views_large, "views"
+                target = views_large / n_large * IMAGENET_VAL_IMAGES
+            else:
+                x_small, x_large, target, unit = n_small, n_large, IMAGENET_VAL_IMAGES, "images"
+        else:
+            total += r["seconds"]
+            total_upper += r["seconds"]
+            rows.append([stage.label, _seconds(r["seconds"]), "fixed per model", "", f"{r['extra_peak_mib']:,.0f}",
+                         _seconds(r["seconds"]), _seconds(r["seconds"])])
+            continue
+        projected, per_unit, fixed = line_projection(x_small, first["seconds"], x_large, second["seconds"], target)
+        upper = second["seconds"] * target / x_large  # everything counted as per unit
+        total += projected
+        total_upper += upper
+        rate = f"{1 / per_unit:,.1f} {unit}/s + {_seconds(fixed)}" if fixed > 0 else f"{1 / per_unit:,.1f} {unit}/s"
+        rows.append([stage.label, f"{_seconds(first['seconds'])} / {_seconds(second['seconds'])}", rate,
+                     f"{x_large / second['seconds']:,.1f} {unit}/s",
+                     f"{first['extra_peak_mib']:,.0f} / {second['extra_peak_mib']:,.0f}",
+                     _seconds(projected), _seconds(upper)])
+    rows.append(["**all stages**", "", "", "", "", f"**{_seconds(total)}**", f"**{_seconds(total_upper)}**"])
+    threads = results[STAGES[0].label]["threads"]
+    caption = (f"Dry run `{model}` (random init) with `{DRY_RUN_CLIP}`: {n_small} / {n_large} images (4 classes; "
+               f"{views_small / n_small:.1f} / {views_large / n_large:.1f} CLIP views per image), "
+               f"{m_small:,} / {m_large:,} WordNet nouns; {threads} torch thread(s)")
+    return f"### {caption}\n\n" + _table(
+        ["Stage", "Measured (small / large)", "Rate: line through both + fixed", "Rate: large, all per unit",
+         "Extra peak MiB (small / large)", f"Projected {IMAGENET_VAL_IMAGES:,} images x {WORDNET_NOUNS:,} nouns: line",
+         "Projected: all per unit"], rows)
+
+
 def run_dry(args, work: Path) -> None:
     n_small, n_large = (4, 8) if args.quick else args.dry_images
     m_small, m_large = (40, 120) if args.quick else args.dry_concepts
@@ -403,49 +454,13 @@ def run_dry(args, work: Path) -> None:
         jobs = [(stage, f"{model}-small", None) for stage in image_stages]
         jobs += [(stage, model, "wordnet-small") for stage in STAGES]
         jobs += [(stage, model, "wordnet-large") for stage in STAGES if stage.unit == "concepts"]
-        measured_stages = measure_stages(data, jobs, report)
-        small_images = {s.label: r for (s, m, _), r in zip(jobs, measured_stages) if m != model}
-        results = {s.label: r for (s, m, c), r in zip(jobs, measured_stages) if m == model and c == "wordnet-small"}
-        large_concepts = {s.label: r for (s, _, c), r in zip(jobs, measured_stages) if c == "wordnet-large"}
-
-        def views(r, images):
-            return r["rows"].get("clip_image_embeddings") or images
-
-        clip_label = "CLIP image embeddings, all views"
-        views_large, views_small = views(results[clip_label], n_large), views(small_images[clip_label], n_small)
-        rows, total = [], 0.0
-        for stage in STAGES:
-            r = results[stage.label]
-            if stage.unit == "concepts":
-                other, x_small, x_large, target, unit = large_concepts[stage.label], m_small, m_large, WORDNET_NOUNS, "concepts"
-                first, second = r, other
-            elif stage.unit in ("images", "views"):
-                other = small_images[stage.label]
-                first, second = other, r
-                if stage.unit == "views":
-                    # every crop that is some neuron's example is embedded; with k = 80 examples and so few
-                    # images that is nearly every crop, so as many views per image at 50,000 images is an upper bound
-                    x_small, x_large, unit = views_small, views_large, "views"
-                    target = views_large / n_large * IMAGENET_VAL_IMAGES
-                else:
-                    x_small, x_large, target, unit = n_small, n_large, IMAGENET_VAL_IMAGES, "images"
-            else:
-                total += r["seconds"]
-                rows.append([stage.label, _seconds(r["seconds"]), "fixed per model", f"{r['extra_peak_mib']:,.0f}",
-                             _seconds(r["seconds"])])
-                continue
-            projected, per_unit, fixed = line_projection(x_small, first["seconds"], x_large, second["seconds"], target)
-            total += projected
-            rate = f"{1 / per_unit:,.1f} {unit}/s + {_seconds(fixed)}" if fixed > 0 else f"{1 / per_unit:,.1f} {unit}/s"
-            rows.append([stage.label, f"{_seconds(first['seconds'])} / {_seconds(second['seconds'])}", rate,
-                         f"{first['extra_peak_mib']:,.0f} / {second['extra_peak_mib']:,.0f}", _seconds(projected)])
-        rows.append(["**all stages**", "", "", "", f"**{_seconds(total)}**"])
-        threads = results[STAGES[0].label]["threads"]
-        print(f"\n### Dry run `{model}` (random init) with `{DRY_RUN_CLIP}`: {n_small} / {n_large} images (4 classes; "
-              f"{views_small / n_small:.1f} / {views_large / n_large:.1f} CLIP views per image), {m_small:,} / {m_large:,} "
-              f"WordNet nouns; {threads} torch thread(s)\n")
-        print(_table(["Stage", "Measured (small / large)", "Rate per unit + fixed", "Extra peak MiB (small / large)",
-                      f"Projected: {IMAGENET_VAL_IMAGES:,} images x {WORDNET_NOUNS:,} nouns"], rows))
+        done = measure_stages(data, jobs, report)
+        m = {"n_small": n_small, "n_large": n_large, "m_small": m_small, "m_large": m_large,
+             "small_images": {s.label: r for (s, name, _), r in zip(jobs, done) if name != model},
+             "results": {s.label: r for (s, name, c), r in zip(jobs, done) if name == model and c == "wordnet-small"},
+             "large_concepts": {s.label: r for (s, _, c), r in zip(jobs, done) if c == "wordnet-large"}}
+        (work / "dry-run" / f"{model}.json").write_text(json.dumps(m, indent=1))
+        print("\n" + dry_run_table(model, m))
     print(f"\ndry run: {time.monotonic() - started:.0f} s in all", flush=True)
 
 
@@ -460,10 +475,15 @@ def main() -> int:
     parser.add_argument("--dry-concepts", type=int, nargs=2, default=[200, 800], metavar=("SMALL", "LARGE"),
                         help="the two WordNet samples the concept stages run on (then extended to all nouns)")
     parser.add_argument("--models", nargs="+", default=list(DRY_RUN_MODELS), choices=list(DRY_RUN_MODELS))
+    parser.add_argument("--report", type=Path, help="print the dry-run tables again from the measurements under this work folder")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
+        return 0
+    if args.report:
+        for path in sorted((args.report / "dry-run").glob("*.json")):
+            print("\n" + dry_run_table(path.stem, json.loads(path.read_text())))
         return 0
     if not (args.growth or args.dry_run):
         parser.error("choose --growth and/or --dry-run")
