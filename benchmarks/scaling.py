@@ -11,10 +11,12 @@ throw-away data folder, one stage per fresh process (so a stage's peak memory is
 --dry-run  real architectures at their real sizes, random init, written as registry files like a
            user's: a torchvision ResNet-50 and a timm ViT-B/16 (layers as in the README's
            "Adding a model"), each explained with an open_clip ViT-B/32, on a small generated
-           ImageFolder of 256-px JPEG world scenes (centre crop 224) and a random sample of WordNet
-           nouns. Prints per stage the rate (images/s, views/s or concepts/s) and the extra peak
-           memory, and projects each stage to ImageNet val (50,000 images) x WordNet (82,115
-           nouns) on this machine.
+           ImageFolder of 256-px JPEG world scenes (centre crop 224) and random samples of WordNet
+           nouns. Every image stage runs on two probe sets (6 and 18 images), every concept stage
+           on two samples (200 and 800 nouns); each is projected to ImageNet val (50,000 images) x
+           WordNet (82,115 nouns) on this machine twice: along the line through its two sizes (a
+           fixed part plus a rate), and with all of the larger run's time counted per unit (an
+           upper bound). Prints per stage both rates, the extra peak memory and both projections.
 
 A stage's time is its Dagster step (from the run's STEP_START and STEP_SUCCESS events): loading
 its inputs from the warehouse, loading the model, the work, writing its table; not the
@@ -23,6 +25,7 @@ whole `materialize` call (VmHWM after minus VmRSS before, Linux /proc; see bench
 
     .venv/bin/python benchmarks/scaling.py --growth --dry-run
     .venv/bin/python benchmarks/scaling.py --growth --dry-run --quick     # tiny sizes, a few minutes
+    .venv/bin/python benchmarks/scaling.py --report /tmp/www-scaling-x    # the dry-run tables again
 """
 
 from __future__ import annotations
