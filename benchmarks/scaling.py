@@ -381,12 +381,12 @@ def run_growth(args, work: Path) -> None:
 
 def line_projection(x_small: float, t_small: float, x_large: float, t_large: float, x_target: float):
     """(projected time, seconds per unit, fixed seconds) of the line through two measurements,
-    extended to x_target. Where noise hides the growth (the larger took no longer), the larger
-    measurement is taken as all per unit, an upper bound (fixed = 0)."""
+    extended to x_target. Where noise makes the line meaningless (the larger took no longer, or the
+    line would start below zero), the larger measurement is taken as all per unit (fixed = 0)."""
     per_unit = (t_large - t_small) / (x_large - x_small)
-    if per_unit <= 0:
+    fixed = t_small - per_unit * x_small
+    if per_unit <= 0 or fixed < 0:
         return t_large * x_target / x_large, t_large / x_large, 0.0
-    fixed = max(t_small - per_unit * x_small, 0.0)
     return fixed + per_unit * x_target, per_unit, fixed
 
 

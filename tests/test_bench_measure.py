@@ -28,3 +28,13 @@ def test_measured_sees_a_freed_allocation_as_extra_peak_memory():
         del block
     assert 190 <= m.extra_peak_mib <= 260
     assert m.seconds > 0
+
+
+def test_dry_run_projection_follows_the_line_through_both_sizes():
+    from benchmarks.scaling import line_projection
+
+    # 12 s for 10 images, 32 s for 30: 1 s per image after 2 s fixed -> 2 + 50,000 s
+    assert line_projection(10, 12.0, 30, 32.0, 50_000) == pytest.approx((50_002.0, 1.0, 2.0))
+    # no growth measured, or a line starting below zero: all of the larger run counted per unit
+    assert line_projection(10, 12.0, 30, 11.0, 300) == pytest.approx((110.0, 11 / 30, 0.0))
+    assert line_projection(10, 1.0, 30, 9.0, 300) == pytest.approx((90.0, 0.3, 0.0))
