@@ -29,26 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._measure import reset_peak as _reset_peak  # noqa: E402
+from benchmarks._measure import rss_kib as _rss_kib  # noqa: E402
 from www_assets.methods.concept_scoring import DEFAULT_KAPPA, MAJOR_ALPHA  # noqa: E402
-
-
-def _rss_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current RSS (Linux >= 4.0); False where not possible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _make_data(args):

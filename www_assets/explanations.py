@@ -215,13 +215,15 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
                     }))
         progress(done, len(setup.manifest))
     class_names = setup.probe.class_names()
+    # a model may have more outputs than the probe set has classes (e.g. ImageNet's 1,000 on a few of them)
+    name_of = lambda c: class_names[c] if 0 <= c < len(class_names) else f"class {c}"
     folder = warehouse.artifacts / "explanations" / entry.name
     meta_pictures = {}
     for image, row, tracks in keep_for_gallery:
-        verdict = "correct" if row["correct"] else f"WRONG (true: {class_names[row['label']]})"
+        verdict = "correct" if row["correct"] else f"WRONG (true: {name_of(row['label'])})"
         path = explanation_figure(
             image, tracks["class"], tracks["sample"],
-            f"{row['image_id']}: predicted {class_names[row['pred']]} ({row['msp']:.2f}), {verdict}",
+            f"{row['image_id']}: predicted {name_of(row['pred'])} ({row['msp']:.2f}), {verdict}",
             folder / f"{row['image_id'].replace('/', '_')}.png",
         )
         row["figure"] = str(path)
