@@ -304,6 +304,29 @@ def test_concept_list_with_distractors():
     assert not set(extra) & set(plain)
 
 
+def test_world_distractors_do_not_depend_on_an_installed_wordnet(monkeypatch):
+    """The world's concept set is the same on every machine: installing WordNet (as the tests and
+    `wordnet:` concept sets need) must not change its distractors."""
+    import importlib
+
+    # the package re-exports a function named `vocabulary`, so import the module by its path
+    vocabulary_module = importlib.import_module("www_resources.world.vocabulary")
+
+    config = WorldConfig()
+    pool = [f"noun{i}" for i in range(2000)]  # a stand-in for WordNet's nouns, none a world word
+    monkeypatch.setattr(vocabulary_module, "wordnet_nouns", lambda: pool)
+    with_wordnet = concept_list(config, distractors=True)
+    monkeypatch.setattr(vocabulary_module, "wordnet_nouns", lambda: None)
+    without = concept_list(config, distractors=True)
+    assert with_wordnet == without
+    plain = concept_list(config, distractors=False)
+    assert without[len(plain):] == [w for w in read_distractor_file() if w not in set(plain)][:len(without) - len(plain)]
+    # WordNet distractors stay available on request, sampled from the seed
+    monkeypatch.setattr(vocabulary_module, "wordnet_nouns", lambda: pool)
+    sampled = vocabulary_module.distractor_nouns(config, "wordnet")
+    assert set(sampled) <= set(pool) and sampled == vocabulary_module.distractor_nouns(config, "wordnet")
+
+
 def test_shipped_distractor_file():
     words = read_distractor_file()
     assert len(words) >= 400 and len(set(words)) == len(words)

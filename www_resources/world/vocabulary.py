@@ -5,10 +5,11 @@ thing it names: class names and synonyms, superclasses (every node of the hierar
 the root ``thing``), part names, colours, textures and backgrounds.
 
 `concept_list(config, distractors=True)` adds nouns that the world never shows, so a
-concept-discovery method has wrong answers to choose from: WordNet nouns (first lemma of
-each noun synset, '_' -> ' ') when nltk's WordNet corpus is installed, sampled
-deterministically from the config's seed; otherwise the shipped list
-``data/concepts/distractor_nouns.txt``. World words are always removed from the distractors.
+concept-discovery method has wrong answers to choose from: the top of the shipped list
+``data/concepts/distractor_nouns.txt``, whatever the machine has installed, so that the world's
+results do not depend on whether nltk's WordNet is set up. `distractor_nouns(config, "wordnet")`
+samples WordNet nouns instead (first lemma of each noun synset, '_' -> ' '), deterministically
+from the config's seed. World words are always removed from the distractors.
 """
 
 from __future__ import annotations
@@ -117,10 +118,11 @@ def wordnet_nouns() -> list[str] | None:
     return list(dict.fromkeys(w.replace("_", " ").lower() for w in words))
 
 
-def distractor_nouns(config: WorldConfig, source: str = "auto") -> list[str]:
+def distractor_nouns(config: WorldConfig, source: str = "file") -> list[str]:
     """`config.n_distractor_concepts` nouns that are not world words.
 
-    source: "auto" (WordNet if installed, else the shipped file), "wordnet" or "file".
+    source: "file" (the shipped list: the world's concept set, the same on every machine),
+    "wordnet" or "auto" (WordNet if installed, else the file).
     WordNet nouns are a deterministic sample (seeded by config.seed) kept in WordNet order;
     the file's nouns are taken from the top. Raises ValueError when fewer than 300 remain."""
     if source not in ("auto", "wordnet", "file"):
