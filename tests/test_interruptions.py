@@ -166,7 +166,7 @@ def test_a_step_waiting_for_a_pool_slot_says_which_run_holds_it(dagster_instance
     thread = threading.Thread(target=lambda: done.append(runner.materialize(
         defs=gpu_definitions(), instance=dagster_instance, log=logs.append)), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 300  # a hang guard, not a speed check: a loaded 2-core CI machine is slow
     while not any("waiting for a slot" in line for line in logs) and time.monotonic() < deadline:
         time.sleep(0.1)
     [waiting] = [line for line in logs if "waiting for a slot" in line]
@@ -174,7 +174,7 @@ def test_a_step_waiting_for_a_pool_slot_says_which_run_holds_it(dagster_instance
                        f"([m1] www materialize pid {os.getpid()}, started)")
     assert not done  # blocked, and said so
     dagster_instance.event_log_storage.free_concurrency_slots_for_run(holder)
-    thread.join(timeout=60)
+    thread.join(timeout=300)
     assert done and done[0].failed == [] and done[0].launched == [("-", ["heavy"])]
     assert any(re.fullmatch(r"  waited \d+s for a slot of pool 'gpu'", line) for line in logs), logs
     assert gpu_holders(dagster_instance) == []
