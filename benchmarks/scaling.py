@@ -53,7 +53,7 @@ RESULT_TAG = "SCALING-RESULT "
 class Stage:
     label: str
     selection: tuple[str, ...]
-    per_concept_set: bool  # partitioned by model x concept set (else by model)
+    per_concept_set: bool  # run once per concept set (model x concept set, or CLIP x concept set)
     unit: str  # what its rate counts: images, views, concepts, or "" (a fixed cost per model)
 
 
@@ -63,7 +63,8 @@ STAGES = (
     Stage("top-k images (neuron_examples)", ("neuron_examples",), False, "images"),
     Stage("Grad-CAM (gradcam_crops)", ("gradcam_crops",), False, "images"),
     Stage("crop forward passes (crop_examples)", ("crop_examples",), False, "images"),
-    Stage("CLIP image embeddings, all views", ("clip_image_embeddings",), False, "views"),
+    Stage("CLIP image embeddings, full image and grid crops", ("clip_image_embeddings",), False, "views"),
+    Stage("CLIP image embeddings, Grad-CAM windows", ("clip_gradcam_embeddings",), False, "views"),
     Stage("CLIP text embeddings", ("clip_text_embeddings",), True, "concepts"),
     Stage("concept scoring + selection", ("concept_scores", "neuron_concepts"), True, "concepts"),
     Stage("evaluation (concept_eval)", ("concept_eval",), True, ""),
@@ -85,14 +86,22 @@ def run_stage(spec: dict) -> dict:
     import torch
 
     from www_assets.definitions import defs
+    from www_assets.partitions import shared_keys
     from www_resources.dagster_resources import TorchDevice
+    from www_resources.registry import get_model
 
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("models", [spec["model"]])
-    key = spec["model"]
-    if spec.get("concept_set"):
-        instance.add_dynamic_partitions("concept_sets", [spec["concept_set"]])
-        key = dg.MultiPartitionKey({"model": spec["model"], "concept_set": spec["concept_set"]})
+    # the stage's partition, by what its asset is keyed by: the model, model x concept set, or the
+    # model's CLIP x concept set / CLIP x probe view (the shared CLIP embeddings)
+    clip, probe = shared_keys(get_model(spec["model"]))
+    values = {"model": spec["model"], "concept_set": spec.get("concept_set"), "clip": clip, "probe": probe}
+    dynamic = {"model": "models", "concept_set": "concept_sets", "clip": "clips", "probe": "probe_sets"}
+    partitions_def = defs.get_assets_def(dg.AssetKey(spec["selection"][0])).partitions_def
+    dimensions = [d.name for d in partitions_def.partitions_defs] if isinstance(
+        partitions_def, dg.MultiPartitionsDefinition) else ["model"]
+    for dimension in dimensions:
+        instance.add_dynamic_partitions(dynamic[dimension], [values[dimension]])
+    key = dg.MultiPartitionKey({d: values[d] for d in dimensions}) if len(dimensions) > 1 else spec["model"]
     resources = {**defs.resources, "device": TorchDevice(batch_size=spec.get("batch_size", 128))}
     with measured() as m:
         result = dg.materialize(list(defs.assets), selection=list(spec["selection"]), partition_key=key,
@@ -395,11 +404,12 @@ def dry_run_table(model: str, m: dict) -> str:
     n_small, n_large, m_small, m_large = m["n_small"], m["n_large"], m["m_small"], m["m_large"]
     small_images, results, large_concepts = m["small_images"], m["results"], m["large_concepts"]
 
-    def views(r, images):
-        return r["rows"].get("clip_image_embeddings") or images
+    def views(stage, r, images):
+        return r["rows"].get(stage.selection[0]) or images
 
-    clip_label = "CLIP image embeddings, all views"
-    views_large, views_small = views(results[clip_label], n_large), views(small_images[clip_label], n_small)
+    clip_stage = next(s for s in STAGES if s.selection == ("clip_image_embeddings",))
+    views_large = views(clip_stage, results[clip_stage.label], n_large)
+    views_small = views(clip_stage, small_images[clip_stage.label], n_small)
     rows, total, total_upper = [], 0.0, 0.0
     for stage in STAGES:
         r = results[stage.label]
@@ -409,10 +419,10 @@ def dry_run_table(model: str, m: dict) -> str:
         elif stage.unit in ("images", "views"):
             first, second = small_images[stage.label], r
             if stage.unit == "views":
-                # every crop that is some neuron's example is embedded; with k = 80 examples and so few
-                # images that is nearly every crop, so as many views per image at 50,000 images is an upper bound
-                x_small, x_large, unit = views_small, views_large, "views"
-                target = views_large / n_large * IMAGENET_VAL_IMAGES
+                # a fixed number of views per image (the full image and its grid crops, or one Grad-CAM
+                # window), so the large run's views per image hold at 50,000 images
+                x_small, x_large, unit = views(stage, first, n_small), views(stage, second, n_large), "views"
+                target = x_large / n_large * IMAGENET_VAL_IMAGES
             else:
                 x_small, x_large, target, unit = n_small, n_large, IMAGENET_VAL_IMAGES, "images"
         else:
