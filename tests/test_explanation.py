@@ -104,3 +104,18 @@ def test_sample_explanations_follow_the_class_matrix_sign():
     assert class_matrix_of(frame.assign(sign="signed"))[1] is False
     with pytest.raises(ValueError, match="one sign"):
         class_matrix_of(frame.assign(sign=["signed"] * 3 + ["absolute"] * 3))
+
+
+def test_class_matrix_from_a_parquet_table_is_built_without_warnings(tmp_path):
+    import warnings
+
+    from www_assets.explanations import class_matrix_of
+
+    pd.DataFrame({"class_id": [0, 1, 1], "neuron": [2, 0, 2], "value": [0.5, -1.0, 2.0], "sign": "signed"}) \
+        .to_parquet(tmp_path / "t.parquet")
+    table = pd.read_parquet(tmp_path / "t.parquet")  # columns may come back as read-only arrays
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        matrix, absolute = class_matrix_of(table)
+    assert not absolute
+    assert matrix.tolist() == [[0.0, 0.0, 0.5], [-1.0, 0.0, 2.0]]

@@ -117,8 +117,9 @@ def class_matrix_of(class_shapley: pd.DataFrame):
         raise ValueError(f"class_shapley must hold one sign ('signed' or 'absolute'), got {sorted(signs)}")
     k_classes = int(class_shapley["class_id"].max()) + 1
     matrix = torch.zeros(k_classes, int(class_shapley["neuron"].max()) + 1)
-    matrix[class_shapley["class_id"].to_numpy(), class_shapley["neuron"].to_numpy()] = torch.from_numpy(
-        class_shapley["value"].to_numpy().astype(np.float32))
+    # copies: columns read from Parquet can be read-only arrays, which torch will not wrap
+    column = lambda name, dtype: torch.from_numpy(class_shapley[name].to_numpy(dtype=dtype, copy=True))
+    matrix[column("class_id", np.int64), column("neuron", np.int64)] = column("value", np.float32)
     return matrix, signs == {"absolute"}
 
 
