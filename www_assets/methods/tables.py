@@ -461,3 +461,49 @@ def detection_markdown(detection: pd.DataFrame) -> str:
                          (f"**{value:.4f}**" if value == best else f"{value:.4f}"))
         body.append([f"`{model}`", *cells, str(int(rows["n"].iloc[0])), str(int(rows["n_mispredicted"].iloc[0]))])
     return _markdown(header, body, [":--", *["--:"] * (len(scores) + 2)])
+
+
+#: What each score of `concept_scoring.METHODS` computes, and its scale (higher is better for all).
+SCORE_TEXT: dict[str, str] = {
+    "acs": "ACS: mean cosine to the concept's prompt minus mean cosine to the bare template; "
+           "a small difference of either sign (CLIP: about -0.05 to 0.1)",
+    "tvmf_acs": "t-vMF ACS: the same difference of t-vMF similarities (kappa 16); either sign, "
+                "about a tenth of the ACS scale",
+    "cosine": "mean cosine, -1 to 1 (CLIP image-text: about 0.1 to 0.4)",
+    "l1": "minus the mean L1 distance of unit vectors: always negative, its size grows with the "
+          "feature width (128-d world CLIP: about -8)",
+    "l2": "minus the mean L2 distance of unit vectors: -2 to 0 (CLIP: about -1.3)",
+    "soft_wpmi": "soft-WPMI, log P(c \\| top-100 images) - log P(c): either sign, at most about "
+                 "log(number of neurons) (-8 is an ordinary value)",
+}
+
+#: What each selection rule keeps, and when `neuron_concepts.concept` is NULL.
+SELECTION_TEXT: dict[str, tuple[str, str]] = {
+    "acs_threshold": ("every concept with s > alpha * max s", "when max s <= 0 (no concept beats the bare template)"),
+    "threshold": ("every concept with s > alpha * max s; the best alone when max s <= 0", "never"),
+    "argmax": ("the best concept", "never"),
+}
+
+_VIEW_TEXT = {"image": "top images", "gradcam_crop": "Grad-CAM crops of the top images"}
+
+
+def methods_markdown() -> str:
+    """The concept-scoring methods as one markdown table, from `concept_scoring.METHODS`: key,
+    display label, score and scale, texts, major-concept views, selection, when NULL."""
+    from www_assets.methods.concept_scoring import METHODS
+
+    header = ["`method`", "shown as", "score (scale)", "texts", "major concepts from", "selects",
+              "concept NULL"]
+    body = []
+    for method in order_methods(list(METHODS)):
+        spec = METHODS[method]
+        selects, null = SELECTION_TEXT[spec.selection]
+        views = _VIEW_TEXT[spec.views]
+        if spec.score == "soft_wpmi":
+            views = "top-100 images by activation (no minor concepts)"
+        texts = "prompt \"a photo of a {c}\"" if spec.text == "templated" else "raw word"
+        if spec.text_choice:
+            texts += " (the prompt with `baseline_text: templated`)"
+        body.append([f"`{method}`", METHOD_LABELS.get(method, method), SCORE_TEXT[spec.score], texts, views,
+                     selects, null])
+    return _markdown(header, body, [":--"] * len(header))
