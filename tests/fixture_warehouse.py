@@ -13,7 +13,11 @@ The world's probe images are written as `artifacts/world/probe.npy` (16 x 16 px)
 
 from __future__ import annotations
 
+import atexit
+import functools
 import itertools
+import shutil
+import tempfile
 import zlib
 from pathlib import Path
 
@@ -67,7 +71,7 @@ VOCABULARY: dict[str, tuple] = {
 TABLE_VOCABULARY: dict[str, dict[str, tuple]] = {
     "neuron_examples": {"kind": ("image",), "rank": (1, 2, 3, 4, 5)},
     "crop_examples": {"kind": ("crop", "gradcam_crop")},
-    "neuron_concept_shapley": {"concept": ("vehicle", "bus", "car", "thing", "organism"), "rank": tuple(range(1, 65))},
+    "neuron_concept_shapley": {"concept": ("vehicle", "bus", "car", "thing", "organism"), "rank": tuple(range(1, 9))},
     "class_concept_crops": {"kind": ("class",)},
     "prediction_test": {"kind": ("class",)},
     "class_concept_truth": {"kind": ("class",)},
@@ -179,3 +183,11 @@ def write_fixture_warehouse(data: Path) -> Path:
     pixels[:, : IMAGE_SIDE // 2, :, 2] = 200  # top half blue
     np.save(world / "probe.npy", pixels)
     return data
+
+
+@functools.cache
+def shared_fixture_data() -> Path:
+    """One fixture warehouse per test process, for the tests that only read it (removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="www-fixture-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return write_fixture_warehouse(folder / "data")

@@ -78,11 +78,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def fixture_data(tmp_path_factory) -> Path:
-    """Every declared table, small (tests/fixture_warehouse.py), with its catalog."""
-    from tests.fixture_warehouse import write_fixture_warehouse
+def fixture_data() -> Path:
+    """Every declared table, small (tests/fixture_warehouse.py), with its catalog; read only."""
+    from tests.fixture_warehouse import shared_fixture_data
 
-    return write_fixture_warehouse(tmp_path_factory.mktemp("cli") / "data")
+    return shared_fixture_data()
 
 
 def www(data: Path, *args: str, pipe_to: list[str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
