@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from www_assets.common import Progress, image_markdown, model_entry, table_metadata
+from www_assets.common import Progress, image_markdown, model_entry, preview, table_metadata
 from www_assets.methods.concept_scoring import DEFAULT_KAPPA, MAJOR_ALPHA, MINOR_ALPHA, TIE_TOLERANCE
 from www_assets.methods.examples import FULL_VIEW as FULL
 from www_assets.methods.examples import GRADCAM_VIEW as GRADCAM
@@ -480,11 +480,22 @@ def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, 
     empty = int(selected["concept"].isna().sum())
     firsts = selected[(selected["kind"] == "major") & (selected["rank"] <= 1)]
     ties = firsts.groupby(["layer", "method"])["tie_size"].apply(lambda s: f"{int((s > 1).sum())}/{len(s)}")
-    yield dg.Output(scores, "concept_scores", metadata=table_metadata(scores, methods=", ".join(methods)))
-    yield dg.Output(selected, "neuron_concepts", metadata=table_metadata(
-        selected[selected["method"] == "www"], neurons_with_nothing_selected=empty,
-        neurons_with_a_tied_top=dg.MetadataValue.md(ties.rename("tied / neurons").reset_index().to_markdown(index=False)),
-        tie_tolerance=config.tie_tolerance, baseline_text=config.baseline_text))
+    yield dg.Output(scores, "concept_scores", metadata={**per_method_metadata(scores), "methods": ", ".join(methods)})
+    yield dg.Output(selected, "neuron_concepts", metadata={
+        **per_method_metadata(selected), "neurons_with_nothing_selected": empty,
+        "neurons_with_a_tied_top": dg.MetadataValue.md(ties.rename("tied / neurons").reset_index().to_markdown(index=False)),
+        "tie_tolerance": config.tie_tolerance, "baseline_text": config.baseline_text})
+
+
+def per_method_metadata(df: pd.DataFrame, method: str = "www") -> dict:
+    """Metadata of a table with a row set per method: `rows` counts every method's rows (as
+    `dagster/row_count` does), `rows per method` splits them, and the preview says which
+    method's rows it shows."""
+    counts = df.groupby(["method", "kind"]).size().unstack(fill_value=0) if len(df) else pd.DataFrame()
+    shown = df[df["method"] == method] if (df["method"] == method).any() else df
+    label = f"preview (method {method}, first 10 rows)" if shown is not df else "preview (first 10 rows)"
+    return {"rows": len(df), "rows per method": dg.MetadataValue.md(counts.reset_index().to_markdown(index=False)),
+            label: preview(shown)}
 
 
 class GalleryConfig(dg.Config):
