@@ -535,9 +535,12 @@ def neuron_galleries(context: dg.AssetExecutionContext, config: GalleryConfig, w
     for layer in entry.layers:
         panels = []
         for neuron in config.neurons:
-            def pictures(examples, kind):
+            def chosen_examples(examples, kind):
                 ex = examples[(examples["layer"] == layer) & (examples["neuron"] == neuron) & (examples["kind"] == kind)]
-                ex = ex.sort_values("rank").head(config.images_per_neuron)
+                return ex.sort_values("rank").head(config.images_per_neuron)
+
+            def pictures(examples, kind):
+                ex = chosen_examples(examples, kind)
                 if ex.empty:
                     return []
                 images, _, _ = probe.load(manifest.loc[ex["image_id"]].reset_index(), pre.size, pre.resize)
@@ -556,12 +559,16 @@ def neuron_galleries(context: dg.AssetExecutionContext, config: GalleryConfig, w
                 "title": f"{entry.name} {layer} neuron {neuron}",
                 "images": pictures(neuron_examples, "image"),
                 "crops": pictures(crop_examples, "crop"),
+                "activations": chosen_examples(neuron_examples, "image")["activation"].tolist(),
+                "crop_activations": chosen_examples(crop_examples, "crop")["activation"].tolist(),
                 "major": pick("major"),
                 "minor": pick("minor"),
             })
         if not panels:
             continue
-        path = neuron_gallery(panels, folder / f"{layer}-{config.method}.png")
+        path = neuron_gallery(panels, folder / f"{layer}-{config.method}.png",
+                              title=f"{entry.name} {layer}: top images and crops, concepts by {config.method} "
+                                    f"(concept set {concept_set_key(context)}; a = activation)")
         rows.append((layer, config.method, [int(n) for n in config.neurons], str(path)))
         shown[layer] = path
     df = pd.DataFrame(rows, columns=["layer", "method", "neurons", "path"])
