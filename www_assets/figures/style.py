@@ -7,8 +7,11 @@ picture the Dagster UI shows uncut.
   white too.
 - Fonts: `FONT_MIN` pt is the smallest text anywhere (tick labels, legends, captions); `FONT`
   for axis labels, `FONT_TITLE` for titles, at `DPI` dots per inch, so 8 pt is 12 px.
-- `MAX_WIDTH_IN`: figures are laid out at most this wide (`MAX_WIDTH_IN * DPI` = 1,100 px,
-  the width of the UI's metadata dialog on a 1,440-px screen); wide content goes into rows.
+- `MAX_WIDTH_IN`: figures are laid out at most this wide (`MAX_WIDTH_IN * DPI` = 1,100 px).
+  The UI shows a long markdown metadata value in a dialog of at most 80 % of the window's width
+  with 20 px of padding on either side, and an image in it at its own size, scrolled, not
+  shrunk (`MetadataEntryDialogAction` in dagster-webserver 1.13's ui-core): 1,112 px on a
+  1,440-px-wide window. Wide content goes into rows.
 - `save`: the one way a figure is written: the Agg canvas (no pyplot state), the figure's own
   size (no tight bounding box, so what the layout places is what is saved), PNG at `DPI`.
 """
