@@ -201,8 +201,9 @@ table(
     "on the method's scale as in concept_scores. Concept NULL (rank 0, score NULL): the method selected "
     "nothing, which only www, www_tvmf, www_gradcam and www_gradcam_tvmf do, when no concept scores "
     "above 0 (none beats the bare template); the other methods always keep their best concept, "
-    "whatever its sign (clip_dissect and l1 often pick one below 0). tie_size and tied: the concepts "
-    "whose score is within the tie tolerance of the neuron's best (1 and the best alone: no tie).",
+    "whatever its sign (every l1 and l2 score is below 0; clip_dissect's can be). tie_size and tied: "
+    "the concepts whose score is within the tie tolerance of the neuron's best (1 and the best alone: "
+    "no tie).",
     {"layer": STR, "neuron": I32, "method": STR, "kind": STR, "rank": I32, "concept": STR, "score": F32,
      "tie_size": I32, "tied": STR_LIST},
     partition_by=MODEL_CONCEPTS,
