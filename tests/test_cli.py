@@ -230,15 +230,16 @@ def test_image_refuses_ids_outside_the_probe_sets(fixture_data, tmp_path, image_
     assert result.stderr.count("\n") == 1 and "is not in any model's probe set" in result.stderr
 
 
-def test_image_of_an_image_folder(tmp_path):
+def test_image_of_an_image_folder(www_data_dir, register_model, tmp_path):
     import numpy as np
     from PIL import Image
 
     from tests.fixture_warehouse import table_frame
     from www_resources.storage import Catalog, Warehouse
 
-    data = tmp_path / "data"
+    data = www_data_dir
     (data / "images" / "boat").mkdir(parents=True)
+    register_model("m", probe_set="imagefolder:images")  # input 32 x 32, shorter side resized to 32
     pixels = np.zeros((30, 40, 3), np.uint8)
     pixels[:, :20] = (10, 200, 30)
     Image.fromarray(pixels).save(data / "images" / "boat" / "b 1.png")
@@ -251,3 +252,10 @@ def test_image_of_an_image_folder(tmp_path):
     result = www(data, "image", "boat/b 1.png", "--out", str(tmp_path / "b.png"))
     assert result.returncode == 0, result.stderr
     assert (np.asarray(Image.open(tmp_path / "b.png")) == pixels).all()  # the file's own pixels, 40 x 30
+    framed = www(data, "image", "boat/b 1.png", "--framed", "--out", str(tmp_path / "f.png"))
+    assert framed.returncode == 0, framed.stderr
+    seen = np.asarray(Image.open(tmp_path / "f.png"))
+    # 40 x 30 -> shorter side to 32: 43 x 32 (40 * 32 / 30 = 42.7); centre crop 32 from x = (43 - 32) // 2 = 5:
+    # the green left half (x < 20, i.e. < 21.3 resized) ends near x = 16 of the crop
+    assert seen.shape == (32, 32, 3)
+    assert (seen[:, :14] == (10, 200, 30)).all() and (seen[:, 19:] == 0).all()
