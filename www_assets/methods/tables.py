@@ -464,17 +464,19 @@ def detection_markdown(detection: pd.DataFrame) -> str:
 
 
 #: What each score of `concept_scoring.METHODS` computes, and its scale (higher is better for all).
+#: "world": 5 to 95 % of the top-10 scores per neuron in `concept_scores` of the demo (world-cnn
+#: and world-vit, both concept sets, the world CLIP; measured 2026-12-04).
 SCORE_TEXT: dict[str, str] = {
     "acs": "ACS: mean cosine to the concept's prompt minus mean cosine to the bare template; "
-           "a small difference of either sign (CLIP: about -0.05 to 0.1)",
+           "small, either sign (world: 0.01 to 0.22)",
     "tvmf_acs": "t-vMF ACS: the same difference of t-vMF similarities (kappa 16); either sign, "
-                "about a tenth of the ACS scale",
-    "cosine": "mean cosine, -1 to 1 (CLIP image-text: about 0.1 to 0.4)",
-    "l1": "minus the mean L1 distance of unit vectors: always negative, its size grows with the "
-          "feature width (128-d world CLIP: about -8)",
-    "l2": "minus the mean L2 distance of unit vectors: -2 to 0 (CLIP: about -1.3)",
+                "about a third of the ACS scale (world: 0.007 to 0.085)",
+    "cosine": "mean cosine, -1 to 1 (world: 0.36 to 0.57)",
+    "l1": "minus the mean L1 distance of unit vectors: always below 0, growing with the feature "
+          "width (128-d world CLIP: -10.1 to -8.4)",
+    "l2": "minus the mean L2 distance of unit vectors: -2 to 0 (world: -1.13 to -0.93)",
     "soft_wpmi": "soft-WPMI, log P(c \\| top-100 images) - log P(c): either sign, at most about "
-                 "log(number of neurons) (-8 is an ordinary value)",
+                 "log(number of neurons) (world: -20 to 4.6; 18 % of the neurons' best below 0)",
 }
 
 #: What each selection rule keeps, and when `neuron_concepts.concept` is NULL.
