@@ -109,7 +109,8 @@ def _draw_every_figure(folder):
                "major": [("wheel", 0.031), ("car", 0.029)], "minor": [("window", 0.02)],
                "activations": list(RNG.random(5)), "crop_activations": list(RNG.random(5))} for n in range(6)]
     made.append(("neuron gallery", subject, neurons.neuron_gallery(
-        panels, folder / "gallery.png", title=f"{subject}: top images and crops, concepts by www")))
+        panels, folder / "gallery.png",
+        title=f"{subject}: top images and crops, concepts by www (concept set world-distractors; a = activation)")))
     scenes = pd.DataFrame({"image_id": [f"probe/{i:06d}" for i in range(24)], "label_name": CLASSES,
                            "background": ["grass"] * 24, "box_x0": 10, "box_y0": 12, "box_x1": 50, "box_y1": 40})
     parts = pd.DataFrame({"image_id": ["probe/000000"], "x0": [12], "y0": [14], "x1": [20], "y1": [22]})
@@ -237,6 +238,11 @@ def test_the_ten_method_charts_use_a_colour_and_marker_per_method(figures):
         assert len({to_hex(h.get_color()) for h in handles}) == 10, f"{name}: two methods share a colour"
         assert len({h.get_marker() for h in handles}) == 10, f"{name}: two methods share a marker"
         assert {to_hex(h.get_color()) for h in handles} <= {c.lower() for c in style.PALETTE}
+        # each method keeps its colour and marker from chart to chart
+        by_label = {METHOD_LABELS[m]: m for m in METHODS}
+        for handle in handles:
+            look = style.method_style(by_label[handle.get_label()], index=99)
+            assert to_hex(handle.get_color()) == look["color"].lower() and handle.get_marker() == look["marker"]
 
 
 def test_the_hierarchy_tree_boxes_do_not_overlap(figures):

@@ -41,7 +41,7 @@ def _save(figure: Figure, path: str | Path) -> Path:
 
 def _method_legend(figure: Figure, methods: Sequence[str], extra: Sequence[tuple] = ()) -> None:
     """One legend for the figure, in rows under the panels: each method's colour and marker."""
-    handles = [Line2D([], [], linestyle="-", linewidth=1.5, markersize=6, label=method_label(m), **style.method_style(i))
+    handles = [Line2D([], [], linestyle="-", linewidth=1.5, markersize=6, label=method_label(m), **style.method_style(m, i))
                for i, m in enumerate(methods)]
     handles += [Line2D([], [], **kwargs) for kwargs in extra]
     figure.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 4), fontsize=style.FONT_MIN,
@@ -67,7 +67,7 @@ def _sweep_figure(df: pd.DataFrame, x_column: str, x_label: str, path: str | Pat
             points = df[(df["metric"] == metric) & (df["method"] == method)].sort_values(x_column)
             if points.empty:
                 continue
-            look = style.method_style(index)
+            look = style.method_style(method, index)
             x = points[x_column].to_numpy(dtype=float)
             mean = points["mean"].to_numpy(dtype=float)
             stderr = np.nan_to_num(points["stderr"].to_numpy(dtype=float), nan=0.0)
@@ -170,7 +170,7 @@ def metric_bars_figure(summary: pd.DataFrame, model: str, path: str | Path, conc
     for ax, current_set in zip(axes, concept_sets):
         in_set = rows[rows["concept_set"] == current_set].set_index(["method", "metric"])
         for index, method in enumerate(methods):
-            look = style.method_style(index)
+            look = style.method_style(method, index)
             means = np.array([in_set["mean"].get((method, m), np.nan) for m in metrics], dtype=float)
             errors = np.nan_to_num(np.array([in_set["stderr"].get((method, m), np.nan) for m in metrics], dtype=float), nan=0.0)
             offset = (index - (len(methods) - 1) / 2) * width

@@ -79,7 +79,9 @@ def neuron_gallery(panels: list[dict], path: str | Path, title: str | None = Non
         height_ratios += [_LINE_INCHES * (len(lines) + 0.4), _THUMB_INCHES + _VALUE_INCHES,
                           _THUMB_INCHES + _VALUE_INCHES]
 
-    heading = _LINE_INCHES * 2 if title else 0.0
+    # the heading wrapped to the figure's width (about 10 characters per inch of 10-pt bold)
+    heading_lines = textwrap.wrap(str(title), width=int((n_columns * _THUMB_INCHES + 0.4) * 10)) if title else []
+    heading = _LINE_INCHES * (1.2 * len(heading_lines) + 0.6) if title else 0.0
     height = sum(height_ratios) + 0.2 + heading
     figure = style.new_figure(n_columns * _THUMB_INCHES + 0.4, height, layout=None)
     grid = figure.add_gridspec(
@@ -88,7 +90,8 @@ def neuron_gallery(panels: list[dict], path: str | Path, title: str | None = Non
         bottom=0.005, hspace=0.08, wspace=0.04,
     )
     if title:
-        figure.suptitle(title, fontsize=style.FONT_TITLE, fontweight="bold", y=1 - 0.05 / height, va="top")
+        figure.suptitle("\n".join(heading_lines), fontsize=style.FONT_TITLE, fontweight="bold", y=1 - 0.05 / height,
+                        va="top")
     for number, (panel, lines) in enumerate(zip(panels, captions, strict=True)):
         caption_axes = figure.add_subplot(grid[3 * number, :])
         caption_axes.axis("off")

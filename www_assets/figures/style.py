@@ -4,7 +4,7 @@ picture the Dagster UI shows uncut.
 - `PALETTE`: ten qualitative colours, Okabe and Ito's eight colour-blind-safe colours (black
   as dark grey) plus two of Paul Tol's (wine, grey); `MARKERS`: ten filled markers. Charts with
   one line or bar per method pair the two (`method_style`), so methods stay apart in black and
-  white too.
+  white too; each method keeps one slot in every chart (`METHOD_SLOTS`).
 - Fonts: `FONT_MIN` pt is the smallest text anywhere (tick labels, legends, captions); `FONT`
   for axis labels, `FONT_TITLE` for titles, at `DPI` dots per inch, so 8 pt is 12 px.
 - `MAX_WIDTH_IN`: figures are laid out at most this wide (`MAX_WIDTH_IN * DPI` = 1,100 px).
@@ -23,7 +23,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["DPI", "FONT", "FONT_MIN", "FONT_TITLE", "MARKERS", "MAX_HEIGHT_IN", "MAX_WIDTH_IN", "PALETTE",
+__all__ = ["DPI", "FONT", "FONT_MIN", "FONT_TITLE", "MARKERS", "MAX_HEIGHT_IN", "MAX_WIDTH_IN", "METHOD_SLOTS", "PALETTE",
            "colour", "method_style", "new_figure", "save"]
 
 DPI = 110
@@ -55,9 +55,17 @@ def colour(index: int) -> str:
     return PALETTE[index % len(PALETTE)]
 
 
-def method_style(index: int) -> dict:
-    """Colour and marker of the `index`-th method of a chart."""
-    return {"color": PALETTE[index % len(PALETTE)], "marker": MARKERS[index % len(MARKERS)]}
+#: A fixed colour and marker slot per concept-scoring method, so a method looks the same in every
+#: chart: the paper's method and its main variants get the strongest colours, yellow goes to an
+#: ablation baseline.
+METHOD_SLOTS = {"www": 0, "www_gradcam_tvmf": 1, "www_tvmf": 2, "clip_dissect": 3, "www_gradcam": 4,
+                "template_only": 5, "l2": 6, "cosine": 7, "no_template": 8, "l1": 9}
+
+
+def method_style(method: str, index: int = 0) -> dict:
+    """Colour and marker of `method` (its slot; an unknown method takes slot `index`)."""
+    slot = METHOD_SLOTS.get(method, index)
+    return {"color": PALETTE[slot % len(PALETTE)], "marker": MARKERS[slot % len(MARKERS)]}
 
 
 def new_figure(width: float, height: float, layout: str | None = "constrained") -> Figure:
