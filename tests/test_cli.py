@@ -99,12 +99,22 @@ def www(data: Path, *args: str, pipe_to: list[str] | None = None, cwd: Path | No
     return subprocess.CompletedProcess(command, producer.wait(timeout=120), reader.stdout.decode(), stderr)
 
 
-@pytest.mark.parametrize("query", ["", "   ", "-- hi", "/* nothing */ ;"])
+@pytest.mark.parametrize("query", ["", "-- hi"])
 def test_an_empty_query_gets_one_line(fixture_data, query):
     result = www(fixture_data, "sql", query)
     assert result.returncode == 2
     assert result.stdout == "" and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1 and "the query is empty" in result.stderr
+
+
+@pytest.mark.parametrize("query", ["   ", "/* nothing */ ;", "-- one\n-- two\n"])
+def test_blanks_and_comments_alone_are_empty_too(fixture_data, monkeypatch, capsys, query):
+    from www_assets.cli import main
+
+    monkeypatch.setenv("WWW_DATA_DIR", str(fixture_data))
+    assert main(["sql", query]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1 and "the query is empty" in captured.err
 
 
 def test_a_syntax_error_is_one_line(fixture_data):
@@ -224,10 +234,14 @@ def test_image_writes_the_probe_pixels(fixture_data, tmp_path):
 
 
 @pytest.mark.parametrize("image_id", ["probe/000885", "test/000001", "../../etc/passwd", "x' or '1'='1"])
-def test_image_refuses_ids_outside_the_probe_sets(fixture_data, tmp_path, image_id):
-    result = www(fixture_data, "image", image_id, "--out", str(tmp_path / "x.png"))
-    assert result.returncode == 2 and result.stdout == "" and not (tmp_path / "x.png").exists()
-    assert result.stderr.count("\n") == 1 and "is not in any model's probe set" in result.stderr
+def test_image_refuses_ids_outside_the_probe_sets(fixture_data, tmp_path, monkeypatch, capsys, image_id):
+    from www_assets.cli import main
+
+    monkeypatch.setenv("WWW_DATA_DIR", str(fixture_data))
+    assert main(["image", image_id, "--out", str(tmp_path / "x.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not (tmp_path / "x.png").exists()
+    assert captured.err.count("\n") == 1 and "is not in any model's probe set" in captured.err
 
 
 def test_image_of_an_image_folder(www_data_dir, register_model, tmp_path):
