@@ -7,7 +7,7 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from www_assets.common import Progress, image_markdown, model_entry, table_metadata
+from www_assets.common import Progress, image_markdown, model_entry, preview, table_metadata
 from www_assets.methods.concept_scoring import DEFAULT_KAPPA, MAJOR_ALPHA, MINOR_ALPHA, TIE_TOLERANCE
 from www_assets.methods.examples import FULL_VIEW as FULL
 from www_assets.methods.examples import GRADCAM_VIEW as GRADCAM
@@ -480,11 +480,22 @@ def concept_discovery(context: dg.AssetExecutionContext, config: ScoringConfig, 
     empty = int(selected["concept"].isna().sum())
     firsts = selected[(selected["kind"] == "major") & (selected["rank"] <= 1)]
     ties = firsts.groupby(["layer", "method"])["tie_size"].apply(lambda s: f"{int((s > 1).sum())}/{len(s)}")
-    yield dg.Output(scores, "concept_scores", metadata=table_metadata(scores, methods=", ".join(methods)))
-    yield dg.Output(selected, "neuron_concepts", metadata=table_metadata(
-        selected[selected["method"] == "www"], neurons_with_nothing_selected=empty,
-        neurons_with_a_tied_top=dg.MetadataValue.md(ties.rename("tied / neurons").reset_index().to_markdown(index=False)),
-        tie_tolerance=config.tie_tolerance, baseline_text=config.baseline_text))
+    yield dg.Output(scores, "concept_scores", metadata={**per_method_metadata(scores), "methods": ", ".join(methods)})
+    yield dg.Output(selected, "neuron_concepts", metadata={
+        **per_method_metadata(selected), "neurons_with_nothing_selected": empty,
+        "neurons_with_a_tied_top": dg.MetadataValue.md(ties.rename("tied / neurons").reset_index().to_markdown(index=False)),
+        "tie_tolerance": config.tie_tolerance, "baseline_text": config.baseline_text})
+
+
+def per_method_metadata(df: pd.DataFrame, method: str = "www") -> dict:
+    """Metadata of a table with a row set per method: `rows` counts every method's rows (as
+    `dagster/row_count` does), `rows per method` splits them, and the preview says which
+    method's rows it shows."""
+    counts = df.groupby(["method", "kind"]).size().unstack(fill_value=0) if len(df) else pd.DataFrame()
+    shown = df[df["method"] == method] if (df["method"] == method).any() else df
+    label = f"preview (method {method}, first 10 rows)" if shown is not df else "preview (first 10 rows)"
+    return {"rows": len(df), "rows per method": dg.MetadataValue.md(counts.reset_index().to_markdown(index=False)),
+            label: preview(shown)}
 
 
 class GalleryConfig(dg.Config):
@@ -524,9 +535,12 @@ def neuron_galleries(context: dg.AssetExecutionContext, config: GalleryConfig, w
     for layer in entry.layers:
         panels = []
         for neuron in config.neurons:
-            def pictures(examples, kind):
+            def chosen_examples(examples, kind):
                 ex = examples[(examples["layer"] == layer) & (examples["neuron"] == neuron) & (examples["kind"] == kind)]
-                ex = ex.sort_values("rank").head(config.images_per_neuron)
+                return ex.sort_values("rank").head(config.images_per_neuron)
+
+            def pictures(examples, kind):
+                ex = chosen_examples(examples, kind)
                 if ex.empty:
                     return []
                 images, _, _ = probe.load(manifest.loc[ex["image_id"]].reset_index(), pre.size, pre.resize)
@@ -545,12 +559,16 @@ def neuron_galleries(context: dg.AssetExecutionContext, config: GalleryConfig, w
                 "title": f"{entry.name} {layer} neuron {neuron}",
                 "images": pictures(neuron_examples, "image"),
                 "crops": pictures(crop_examples, "crop"),
+                "activations": chosen_examples(neuron_examples, "image")["activation"].tolist(),
+                "crop_activations": chosen_examples(crop_examples, "crop")["activation"].tolist(),
                 "major": pick("major"),
                 "minor": pick("minor"),
             })
         if not panels:
             continue
-        path = neuron_gallery(panels, folder / f"{layer}-{config.method}.png")
+        path = neuron_gallery(panels, folder / f"{layer}-{config.method}.png",
+                              title=f"{entry.name} {layer}: top images and crops, concepts by {config.method} "
+                                    f"(concept set {concept_set_key(context)}; a = activation)")
         rows.append((layer, config.method, [int(n) for n in config.neurons], str(path)))
         shown[layer] = path
     df = pd.DataFrame(rows, columns=["layer", "method", "neurons", "path"])

@@ -222,7 +222,8 @@ def evaluation_summary(context: dg.AssetExecutionContext, warehouse: WarehouseRe
                 rows = sel[(sel["parameter"] == parameter) & (sel["concept_set"] == concept_set)]
                 if len(rows):
                     plot_df = rows.rename(columns={"value": parameter})[[parameter, "method", "metric", "mean", "stderr"]]
-                    path = draw(plot_df, folder / f"{tag}-{parameter}-ablation.png")
+                    path = draw(plot_df, folder / f"{tag}-{parameter}-ablation.png",
+                                title=f"{model} {layer}: {parameter} ablation (concept set {concept_set})")
                     meta[f"{model} {layer} {parameter} ablation ({concept_set})"] = dg.MetadataValue.md(
                         image_markdown(path, f"{tag} {parameter} ablation"))
     context.add_output_metadata(meta)

@@ -76,7 +76,8 @@ def class_shapley(context: dg.AssetExecutionContext, config: ShapleyConfig, devi
         "sign": contribution_sign(config.absolute),
     })
     folder = warehouse.artifacts / "explanations" / entry.name
-    picture = shapley_matrix_figure(matrix.numpy(), names, folder / "class_shapley.png")
+    picture = shapley_matrix_figure(matrix.numpy(), names, folder / "class_shapley.png",
+                                    title=f"{entry.name} {entry.spatial_layer} (the input of {entry.head})")
     top = df.sort_values("value", ascending=False).groupby("class_name").head(3)
     context.add_output_metadata({
         **table_metadata(top.sort_values(["class_id", "value"], ascending=[True, False]), images=int(counts.sum())),
@@ -224,7 +225,8 @@ def sample_explanations(context: dg.AssetExecutionContext, config: ExplanationCo
         verdict = "correct" if row["correct"] else f"WRONG (true: {name_of(row['label'])})"
         path = explanation_figure(
             image, tracks["class"], tracks["sample"],
-            f"{row['image_id']}: predicted {name_of(row['pred'])} ({row['msp']:.2f}), {verdict}",
+            f"{entry.name} {entry.spatial_layer} (maps at {entry.cam_layer}), {row['image_id']}: "
+            f"predicted {name_of(row['pred'])} ({row['msp']:.2f}), {verdict}",
             folder / f"{row['image_id'].replace('/', '_')}.png",
         )
         row["figure"] = str(path)
@@ -275,7 +277,8 @@ def uncertainty(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
     aurocs = dict(zip(table["score"], table["auroc"]))
     curve = pd.concat(curves.values(), ignore_index=True)[["score", "share_rejected", "mispredictions_caught", "accuracy_of_kept"]]
     picture = rejection_curve_figure({k: v for k, v in curves.items()}, aurocs,
-                                     warehouse.artifacts / "explanations" / entry.name / "rejection_curve.png")
+                                     warehouse.artifacts / "explanations" / entry.name / "rejection_curve.png",
+                                     title=f"{entry.name} {entry.spatial_layer}: rejecting the least confident test images")
     yield dg.Output(table, "misprediction_detection", metadata={
         **table_metadata(table), "rejection curve": dg.MetadataValue.md(image_markdown(picture, "rejection curve"))})
     yield dg.Output(curve, "rejection_curves", metadata=table_metadata(curve))

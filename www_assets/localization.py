@@ -91,7 +91,8 @@ def localization_eval(context: dg.AssetExecutionContext, config: LocalizationCon
     for c in ("mass_in_box", "pointing_hit", "region_in_box", "box_share"):
         df[c] = df[c].astype(np.float64)
     summary = localization_summary(df)
-    picture = localization_figure(summary, f"{entry.name}: where the heatmaps look ({spec})",
+    picture = localization_figure(summary, f"{entry.name} {entry.spatial_layer} (maps at {entry.cam_layer}): "
+                                  f"where the heatmaps look ({spec})",
                                   warehouse.artifacts / "explanations" / entry.name / "localization.png")
     context.add_output_metadata({**table_metadata(df), "summary": dg.MetadataValue.md(summary.to_markdown(index=False)),
                                  "picture": dg.MetadataValue.md(image_markdown(picture, "localisation"))})

@@ -185,16 +185,25 @@ table(
 )
 table(
     "concept_scores",
-    "Top-N concepts per neuron with their scores, for every method.",
+    "Top-N concepts per neuron with their scores, for every method (clip_dissect: major only). Higher "
+    "is better; the scale is each method's own, so compare scores within a method: ACS, the mean cosine "
+    "to the prompt minus that to the bare template (www, www_gradcam: small, either sign) and its t-vMF "
+    "form (www_tvmf, www_gradcam_tvmf); mean cosine, -1 to 1 (cosine, template_only, no_template); "
+    "minus the mean L1 or L2 distance of unit vectors, always negative (l1, l2); soft-WPMI, either sign "
+    "(clip_dissect). `www methods` lists them.",
     {"layer": STR, "neuron": I32, "method": STR, "kind": STR, "rank": I32, "concept": STR, "score": F32},
     partition_by=MODEL_CONCEPTS,
     grain=("layer", "neuron", "method", "kind", "rank"),
 )
 table(
     "neuron_concepts",
-    "The selected major and minor concepts per neuron and method; a row with concept NULL means "
-    "the method selected nothing (its best score was not positive). tie_size and tied: the concepts "
-    "whose score is within the tie tolerance of the neuron's best (1 and the best alone: no tie).",
+    "The selected major and minor concepts per neuron and method (clip_dissect: major only), score "
+    "on the method's scale as in concept_scores. Concept NULL (rank 0, score NULL): the method selected "
+    "nothing, which only www, www_tvmf, www_gradcam and www_gradcam_tvmf do, when no concept scores "
+    "above 0 (none beats the bare template); the other methods always keep their best concept, "
+    "whatever its sign (every l1 and l2 score is below 0; clip_dissect's can be). tie_size and tied: "
+    "the concepts whose score is within the tie tolerance of the neuron's best (1 and the best alone: "
+    "no tie).",
     {"layer": STR, "neuron": I32, "method": STR, "kind": STR, "rank": I32, "concept": STR, "score": F32,
      "tie_size": I32, "tied": STR_LIST},
     partition_by=MODEL_CONCEPTS,

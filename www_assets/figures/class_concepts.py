@@ -8,45 +8,46 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from www_assets.figures import style
 
 __all__ = ["concept_grid_figure"]
 
 _THUMB = 0.8  # inches per crop
+_CAPTION = 0.3  # inches for the caption line above each row of crops
 
 
 def concept_grid_figure(title: str, variants: list[dict], path: str | Path) -> Path:
     """variants: one dict per variant with "label" (str), "rows" (list of (words, [crops HxWx3
-    uint8])), "stitched" (HxWx3 uint8 or None) and "verdict" (str). Returns the PNG path."""
+    uint8])), "stitched" (HxWx3 uint8 or None) and "verdict" (str). The variants are stacked, one
+    block of rows each, so the figure stays within the house width. Returns the PNG path."""
     if not variants:
         raise ValueError("nothing to draw: no variant")
-    n_rows = max(len(v["rows"]) for v in variants)
     n_cols = max([len(crops) for v in variants for _, crops in v["rows"]] + [1])
-    width = len(variants) * (n_cols + 2) * _THUMB + 0.5
-    height = n_rows * (_THUMB + 0.3) + 1.0
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    figure.suptitle(title, fontsize=10)
-    grid = figure.add_gridspec(n_rows, len(variants) * (n_cols + 2), hspace=0.6, wspace=0.05)
-    for v_index, variant in enumerate(variants):
-        base = v_index * (n_cols + 2)
+    blocks = [max(1, len(v["rows"])) for v in variants]
+    n_rows = sum(blocks)
+    width = (n_cols + 2) * _THUMB + 0.4
+    height = n_rows * (_THUMB + _CAPTION) + 0.35 * len(variants) + 0.6
+    figure = style.new_figure(width, height, layout=None)
+    figure.suptitle(title, fontsize=style.FONT_TITLE, y=1 - 0.12 / height, va="top")
+    grid = figure.add_gridspec(n_rows, n_cols + 2, hspace=_CAPTION / _THUMB + 0.05, wspace=0.05,
+                               left=0.2 / width, right=1 - 0.2 / width, top=1 - 0.65 / height, bottom=0.15 / height)
+    first = 0
+    for variant, block in zip(variants, blocks):
         for r, (words, crops) in enumerate(variant["rows"]):
             for c in range(n_cols):
-                ax = figure.add_subplot(grid[r, base + c])
+                ax = figure.add_subplot(grid[first + r, c])
                 ax.set_xticks([]), ax.set_yticks([])
                 for spine in ax.spines.values():
                     spine.set_visible(False)
                 if c < len(crops):
                     ax.imshow(np.asarray(crops[c]))
                 if c == 0:
-                    ax.set_title(f"{variant['label']} #{r}: {words}", fontsize=6, loc="left")
-        ax = figure.add_subplot(grid[:, base + n_cols:base + n_cols + 2])
+                    ax.set_title(f"{variant['label']} #{r}: {words}", fontsize=style.FONT_MIN, loc="left")
+        ax = figure.add_subplot(grid[first:first + block, n_cols:n_cols + 2])
         ax.set_xticks([]), ax.set_yticks([])
         if variant.get("stitched") is not None:
             ax.imshow(np.asarray(variant["stitched"]))
-        ax.set_title(variant.get("verdict", ""), fontsize=6)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+        ax.set_title(variant.get("verdict", ""), fontsize=style.FONT_MIN, wrap=True)
+        first += block
+    return style.save(figure, path)

@@ -2,7 +2,8 @@
 
 All functions draw on ``matplotlib.figure.Figure`` objects rendered by the Agg canvas
 (no display, no pyplot global state, safe in threads), write a PNG to ``path``
-(parent folders created) and return that path.
+(parent folders created) and return that path; fonts, widths and the palette come from
+`figures/style.py`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from www_assets.figures import style
 
 __all__ = ["NEURON_COLOURS", "explanation_figure", "shapley_matrix_figure", "rejection_curve_figure", "localization_figure"]
 
@@ -30,12 +31,6 @@ def _numpy(value: object) -> np.ndarray:
     if hasattr(value, "detach"):
         value = value.detach().cpu().numpy()
     return np.asarray(value)
-
-
-def _prepare_path(path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _check_track(track: Mapping, name: str, height: int, width: int) -> dict:
@@ -88,13 +83,13 @@ def _draw_regions(axis: Axes, image: np.ndarray, track: dict, heading: str) -> N
         colour = NEURON_COLOURS[rank % len(NEURON_COLOURS)]
         label = f"{rank + 1}. neuron {neuron}: {concept}  (w={weight:.3g})"
         handles.append(Patch(facecolor=colour, edgecolor="black", label=label))
-    axis.set_title(heading, fontsize=11, fontweight="bold")
+    axis.set_title(heading, fontsize=style.FONT_TITLE, fontweight="bold")
     axis.set_axis_off()
     axis.legend(
         handles=handles,
         loc="upper center",
         bbox_to_anchor=(0.5, -0.02),
-        fontsize=8.5,
+        fontsize=style.FONT_MIN,
         frameon=False,
         handlelength=1.2,
     )
@@ -104,9 +99,12 @@ def _draw_heatmap(axis: Axes, image: np.ndarray, heatmap: np.ndarray, heading: s
     low, high = float(heatmap.min()), float(heatmap.max())
     scaled = (heatmap - low) / (high - low) if high > low else np.zeros_like(heatmap)
     axis.imshow(image)
-    axis.imshow(scaled, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
-    axis.set_title(heading, fontsize=10)
+    shown = axis.imshow(scaled, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+    axis.set_title(heading, fontsize=style.FONT)
     axis.set_axis_off()
+    bar = axis.figure.colorbar(shown, ax=axis, fraction=0.046, pad=0.03)
+    bar.set_label("heatmap, min-max scaled", fontsize=style.FONT_MIN)
+    bar.ax.tick_params(labelsize=style.FONT_MIN)
 
 
 def explanation_figure(
@@ -147,21 +145,15 @@ def explanation_figure(
     similarity = _cosine(tracks["Class explanation"]["heatmap"], tracks["Sample explanation"]["heatmap"])
     longest_legend = max(len(track["neurons"]) for track in tracks.values())
 
-    figure = Figure()
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(
-        2, 2, gridspec_kw={"top": 0.9, "wspace": 0.35, "hspace": 0.12 + 0.045 * longest_legend},
-    )
-    figure.set_size_inches(8.4, 9.0 + 0.22 * longest_legend)
+    figure = style.new_figure(8.4, 8.6 + 0.3 * longest_legend)
+    axes = figure.subplots(2, 2)
     for column, (heading, track) in enumerate(tracks.items()):
         _draw_regions(axes[0, column], image, track, heading)
         heatmap_heading = f"concept heatmap (top-{len(track['neurons'])})"
         _draw_heatmap(axes[1, column], image, track["heatmap"], heatmap_heading)
     heading = f"{title}\nheatmap similarity (cosine, class vs sample) = {similarity:.2f}"
-    figure.suptitle(heading, fontsize=12, y=0.975)
-    path = _prepare_path(path)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    figure.suptitle(heading, fontsize=style.FONT_TITLE)
+    return style.save(figure, path)
 
 
 def _order_neurons(matrix: np.ndarray, max_neurons: int) -> np.ndarray:
@@ -183,6 +175,7 @@ def shapley_matrix_figure(
     class_names: Sequence[str],
     path: str | Path,
     max_neurons: int = 48,
+    title: str | None = None,
 ) -> Path:
     """Classes x neurons heatmap of the class Shapley matrix.
 
@@ -196,6 +189,7 @@ def shapley_matrix_figure(
         class_names: K row labels.
         path: PNG file to write.
         max_neurons: most columns to draw.
+        title: what the matrix is of (model and layer), put before the figure's title.
 
     Returns:
         ``path`` as a Path.
@@ -214,37 +208,39 @@ def shapley_matrix_figure(
     shown = matrix[:, columns]
     limit = float(np.abs(shown).max()) or 1.0
 
-    width = min(22.0, max(6.0, 0.24 * len(columns) + 3.0))
-    height = min(22.0, max(3.5, 0.26 * num_classes + 1.8))
-    figure = Figure(figsize=(width, height))
-    FigureCanvasAgg(figure)
+    # 8-pt labels need about 0.14 in per column and 0.17 in per row
+    width = min(style.MAX_WIDTH_IN, max(6.0, 0.14 * len(columns) + 3.2))
+    height = max(3.5, 0.17 * min(num_classes, 60) + 2.2)
+    figure = style.new_figure(width, height)
     axis = figure.subplots()
-    image = axis.imshow(shown, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
-    column_step = max(1, math.ceil(len(columns) / 64))
+    image = axis.imshow(shown, cmap=style.DIVERGING, vmin=-limit, vmax=limit, aspect="auto", interpolation="nearest")
+    column_step = max(1, math.ceil(0.14 * len(columns) / (width - 3.2)))
     axis.set_xticks(np.arange(0, len(columns), column_step))
-    axis.set_xticklabels([str(n) for n in columns[::column_step]], rotation=90, fontsize=7)
+    axis.set_xticklabels([str(n) for n in columns[::column_step]], rotation=90, fontsize=style.FONT_MIN)
     row_step = max(1, math.ceil(num_classes / 60))
     axis.set_yticks(np.arange(0, num_classes, row_step))
-    axis.set_yticklabels([str(name) for name in list(class_names)[::row_step]], fontsize=8)
+    axis.set_yticklabels([str(name) for name in list(class_names)[::row_step]], fontsize=style.FONT_MIN)
     subset = len(columns) < num_neurons
-    axis.set_xlabel("neuron (strongest, grouped by the class they support most)" if subset else "neuron")
-    axis.set_ylabel("class")
+    axis.set_xlabel("neuron (strongest, grouped by the class they support most)" if subset else "neuron",
+                    fontsize=style.FONT)
+    axis.set_ylabel("class", fontsize=style.FONT)
     shown_text = f"{len(columns)} of {num_neurons} neurons" if subset else f"{num_neurons} neurons"
     axis.set_title(
-        f"Class Shapley matrix: mean neuron contribution per class ({num_classes} classes, {shown_text})",
-        fontsize=10,
+        (f"{title}: " if title else "")
+        + f"class Shapley matrix, mean neuron contribution per class\n({num_classes} classes, {shown_text})",
+        fontsize=style.FONT_TITLE,
     )
     colour_bar = figure.colorbar(image, ax=axis, fraction=0.035, pad=0.02)
-    colour_bar.set_label("mean contribution (logit units)")
-    path = _prepare_path(path)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    colour_bar.set_label("mean contribution (logit units)", fontsize=style.FONT)
+    colour_bar.ax.tick_params(labelsize=style.FONT_MIN)
+    return style.save(figure, path)
 
 
 def rejection_curve_figure(
     curves: Mapping[str, pd.DataFrame],
     aurocs: Mapping[str, float],
     path: str | Path,
+    title: str | None = None,
 ) -> Path:
     """Rejection test (seed 001 fig. 4 right): mispredictions caught vs share rejected.
 
@@ -257,6 +253,7 @@ def rejection_curve_figure(
         curves: name -> ``rejection_curve`` DataFrame (all over the same samples).
         aurocs: name -> ``misprediction_auroc`` (names missing here get no number).
         path: PNG file to write.
+        title: the figure's title (model and layer).
 
     Returns:
         ``path`` as a Path.
@@ -268,8 +265,7 @@ def rejection_curve_figure(
         if not needed.issubset(frame.columns):
             raise ValueError(f"curve {name!r} lacks columns {sorted(needed - set(frame.columns))}")
 
-    figure = Figure(figsize=(11.0, 4.6))
-    FigureCanvasAgg(figure)
+    figure = style.new_figure(style.MAX_WIDTH_IN, 4.6)
     caught_axis, accuracy_axis = figure.subplots(1, 2)
     grid = np.linspace(0.0, 1.0, 201)
     caught_axis.plot(grid, grid, color="grey", linestyle="--", linewidth=1.2, label="random (0.500)")
@@ -280,28 +276,24 @@ def rejection_curve_figure(
         label = f"oracle (error rate {error_rate:.1%})"
         caught_axis.plot(grid, oracle, color="black", linestyle=":", linewidth=1.2, label=label)
     for index, (name, frame) in enumerate(curves.items()):
-        colour = NEURON_COLOURS[index % len(NEURON_COLOURS)]
+        colour = style.colour(index)
         label = f"{name} ({aurocs[name]:.3f})" if name in aurocs else name
         share = frame["share_rejected"]
         caught_axis.plot(share, frame["mispredictions_caught"], color=colour, linewidth=2.0, label=label)
         accuracy_axis.plot(share, frame["accuracy_of_kept"], color=colour, linewidth=2.0, label=name)
-    caught_axis.set_xlabel("share of samples rejected (least confident first)")
-    caught_axis.set_ylabel("share of all mispredictions caught")
-    caught_axis.set_title("Misprediction detection (legend: AUROC)", fontsize=11)
-    caught_axis.set_xlim(0, 1)
+    for axis, ylabel, heading in ((caught_axis, "share of all mispredictions caught", "Misprediction detection (legend: AUROC)"),
+                                  (accuracy_axis, "accuracy of the kept samples", "Accuracy after rejection")):
+        axis.set_xlabel("share of samples rejected (least confident first)", fontsize=style.FONT)
+        axis.set_ylabel(ylabel, fontsize=style.FONT)
+        axis.set_title(heading, fontsize=style.FONT_TITLE)
+        axis.set_xlim(0, 1)
+        axis.grid(alpha=0.3)
+        axis.tick_params(labelsize=style.FONT_MIN)
+        axis.legend(fontsize=style.FONT_MIN, loc="lower right")
     caught_axis.set_ylim(0, 1.02)
-    caught_axis.grid(alpha=0.3)
-    caught_axis.legend(fontsize=9, loc="lower right")
-    accuracy_axis.set_xlabel("share of samples rejected (least confident first)")
-    accuracy_axis.set_ylabel("accuracy of the kept samples")
-    accuracy_axis.set_title("Accuracy after rejection", fontsize=11)
-    accuracy_axis.set_xlim(0, 1)
-    accuracy_axis.grid(alpha=0.3)
-    accuracy_axis.legend(fontsize=9, loc="lower right")
-    figure.tight_layout()
-    path = _prepare_path(path)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    if title:
+        figure.suptitle(title, fontsize=style.FONT_TITLE)
+    return style.save(figure, path)
 
 
 def localization_figure(summary: pd.DataFrame, title: str, path: str | Path) -> Path:
@@ -320,20 +312,18 @@ def localization_figure(summary: pd.DataFrame, title: str, path: str | Path) -> 
     order = {"class": 0, "sample": 1, "gradcam": 2, "part_neuron": 3}
     rows = summary.assign(_o=summary["map"].map(lambda m: order.get(m, 9))).sort_values("_o")
     labels = {"class": "class track", "sample": "sample track", "gradcam": "Grad-CAM", "part_neuron": "part neurons\n(part boxes)"}
-    figure = Figure(figsize=(7.5, 3.6))
-    FigureCanvasAgg(figure)
+    figure = style.new_figure(7.5, 3.8)
     axis = figure.add_subplot(1, 1, 1)
     x = np.arange(len(rows))
-    axis.bar(x - 0.2, rows["mass_in_box"], width=0.38, color=NEURON_COLOURS[0], label="positive mass inside")
-    axis.bar(x + 0.2, rows["pointing"], width=0.38, color=NEURON_COLOURS[1], label="pointing game")
+    axis.bar(x - 0.2, rows["mass_in_box"], width=0.38, color=style.colour(0), label="positive mass inside box")
+    axis.bar(x + 0.2, rows["pointing"], width=0.38, color=style.colour(1), label="pointing game hits")
     axis.scatter(x, rows["chance"], marker="_", s=900, color="black", zorder=3, label="chance (box share)")
-    axis.set_xticks(x, [labels.get(m, m) for m in rows["map"]])
+    axis.set_xticks(x, [labels.get(m, m) for m in rows["map"]], fontsize=style.FONT_MIN)
+    axis.tick_params(axis="y", labelsize=style.FONT_MIN)
     axis.set_ylim(0, 1.05)
-    axis.set_ylabel("share")
-    axis.set_title(title, fontsize=11)
+    axis.set_xlabel("map", fontsize=style.FONT)
+    axis.set_ylabel("share of test images / of mass", fontsize=style.FONT)
+    axis.set_title(title, fontsize=style.FONT_TITLE)
     axis.grid(alpha=0.3, axis="y")
-    axis.legend(fontsize=8, loc="upper right")
-    figure.tight_layout()
-    path = _prepare_path(path)
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+    axis.legend(fontsize=style.FONT_MIN, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return style.save(figure, path)

@@ -461,3 +461,51 @@ def detection_markdown(detection: pd.DataFrame) -> str:
                          (f"**{value:.4f}**" if value == best else f"{value:.4f}"))
         body.append([f"`{model}`", *cells, str(int(rows["n"].iloc[0])), str(int(rows["n_mispredicted"].iloc[0]))])
     return _markdown(header, body, [":--", *["--:"] * (len(scores) + 2)])
+
+
+#: What each score of `concept_scoring.METHODS` computes, and its scale (higher is better for all).
+#: "world": 5 to 95 % of the top-10 scores per neuron in `concept_scores` of the demo (world-cnn
+#: and world-vit, both concept sets, the world CLIP; measured 2026-12-04).
+SCORE_TEXT: dict[str, str] = {
+    "acs": "ACS: mean cosine to the concept's prompt minus mean cosine to the bare template; "
+           "small, either sign (world: 0.01 to 0.22)",
+    "tvmf_acs": "t-vMF ACS: the same difference of t-vMF similarities (kappa 16); either sign, "
+                "about a third of the ACS scale (world: 0.007 to 0.085)",
+    "cosine": "mean cosine, -1 to 1 (world: 0.36 to 0.57)",
+    "l1": "minus the mean L1 distance of unit vectors: always below 0, growing with the feature "
+          "width (128-d world CLIP: -10.1 to -8.4)",
+    "l2": "minus the mean L2 distance of unit vectors: -2 to 0 (world: -1.13 to -0.93)",
+    "soft_wpmi": "soft-WPMI, log P(c \\| top-100 images) - log P(c): either sign, at most about "
+                 "log(number of neurons) (world: -20 to 4.6; 18 % of the neurons' best below 0)",
+}
+
+#: What each selection rule keeps, and when `neuron_concepts.concept` is NULL.
+SELECTION_TEXT: dict[str, tuple[str, str]] = {
+    "acs_threshold": ("every concept with s > alpha * max s", "when max s <= 0 (no concept beats the bare template)"),
+    "threshold": ("every concept with s > alpha * max s; the best alone when max s <= 0", "never"),
+    "argmax": ("the best concept", "never"),
+}
+
+_VIEW_TEXT = {"image": "top images", "gradcam_crop": "Grad-CAM crops of the top images"}
+
+
+def methods_markdown() -> str:
+    """The concept-scoring methods as one markdown table, from `concept_scoring.METHODS`: key,
+    display label, score and scale, texts, major-concept views, selection, when NULL."""
+    from www_assets.methods.concept_scoring import METHODS
+
+    header = ["`method`", "shown as", "score (scale)", "texts", "major concepts from", "selects",
+              "concept NULL"]
+    body = []
+    for method in order_methods(list(METHODS)):
+        spec = METHODS[method]
+        selects, null = SELECTION_TEXT[spec.selection]
+        views = _VIEW_TEXT[spec.views]
+        if spec.score == "soft_wpmi":
+            views = "top-100 images by activation (no minor concepts)"
+        texts = "prompt \"a photo of a {c}\"" if spec.text == "templated" else "raw word"
+        if spec.text_choice:
+            texts += " (the prompt with `baseline_text: templated`)"
+        body.append([f"`{method}`", METHOD_LABELS.get(method, method), SCORE_TEXT[spec.score], texts, views,
+                     selects, null])
+    return _markdown(header, body, [":--"] * len(header))
